@@ -1,0 +1,289 @@
+"""Records: the signed, hash-chained facts of a training run (DESIGN §3 "Records").
+
+A record is a JSON object, canonicalised with RFC 8785::
+
+    {"type": "train.steps", "run": "<run id>", "seq": 7, "prev": "sha256:<hex of record 6>",
+     "time": "2026-11-23T10:00:00Z", "body": {...}}
+
+``seq`` counts from 0 within a run; ``prev`` is the SHA-256 of the previous record's canonical
+bytes (``null`` for seq 0), so the records form a hash chain inside the log as well as being
+leaves of its Merkle tree. A record travels signed by the trainer as a DSSE envelope with payload
+type :data:`RECORD_PAYLOAD_TYPE` whose payload *is* the canonical bytes: a payload that is not
+canonical is refused, so every record has exactly one encoding. The log leaf is the RFC 8785
+encoding of the envelope JSON, at most :data:`MAX_LEAF_BYTES` (C2SP tlog-tiles' entry limit).
+
+Bulky facts (per-tensor digests, a full data manifest) are *blobs*: JSON documents referenced from
+a record body by ``sha256:<hex>`` of their canonical bytes and shipped beside the log.
+
+Body fields per type are documented in ``docs/formats.md``; this module checks that the fields
+each type requires are present with the right JSON kinds, and nothing about their meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from attest.canonical import canonical_json, parse_sha256_digest, sha256_digest, strict_json_loads
+from attest.dsse import Envelope
+from attest.errors import ChainError, FormatError
+from attest.keys import TrainerKey, TrainerPublicKey
+
+__all__ = [
+    "BODY_FIELDS",
+    "MAX_LEAF_BYTES",
+    "MAX_STEPS_PER_RECORD",
+    "RECORD_PAYLOAD_TYPE",
+    "RECORD_TYPES",
+    "Record",
+    "RecordWriter",
+    "SignedRecord",
+    "check_chain",
+]
+
+RECORD_PAYLOAD_TYPE = "application/vnd.attest.record.v1+json"
+MAX_LEAF_BYTES = 65535
+MAX_STEPS_PER_RECORD = 256
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Required body fields and the JSON kinds they may take, per record type.
+_OBJ, _STR, _INT, _LIST, _NULL = dict, str, int, list, type(None)
+BODY_FIELDS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
+    "run.start": {
+        "config": (_OBJ,),
+        "code": (_OBJ,),
+        "environment": (_OBJ,),
+        "model": (_OBJ,),
+        "init": (_OBJ,),
+        "components": (_LIST,),
+        "parent": (_OBJ, _NULL),
+        "digest_algorithm": (_STR,),
+    },
+    "weights.init": {"step": (_INT,), "model": (_OBJ,), "tensors": (_STR,)},
+    "data.manifest": {"dataset": (_OBJ,), "sampler": (_OBJ,)},
+    "data.order": {"epoch": (_INT,), "position": (_INT,), "batch_size": (_INT,), "order": (_STR,)},
+    "train.steps": {
+        "first_step": (_INT,),
+        "loss": (_LIST,),
+        "lr": (_LIST,),
+        "grad_norm": (_LIST,),
+        "batch": (_LIST,),
+    },
+    "weights.checkpoint": {
+        "step": (_INT,),
+        "model": (_OBJ,),
+        "tensors": (_STR,),
+        "state": (_OBJ,),
+        "prev_checkpoint": (_STR, _NULL),
+    },
+    "run.resume": {"step": (_INT,), "from_checkpoint": (_STR,), "data_position": (_OBJ,)},
+    "run.end": {"step": (_INT,), "model": (_OBJ,), "tensors": (_STR,), "last_checkpoint": (_STR,)},
+}
+RECORD_TYPES = tuple(BODY_FIELDS)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One fact of a run, before signing."""
+
+    type: str
+    run: str
+    seq: int
+    prev: str | None
+    time: str
+    body: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "run": self.run,
+            "seq": self.seq,
+            "prev": self.prev,
+            "time": self.time,
+            "body": dict(self.body),
+        }
+
+    def canonical(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the canonical bytes: what the next record's ``prev`` names."""
+        return sha256_digest(self.canonical())
+
+    @classmethod
+    def from_json(cls, obj: object, *, field: str = "record") -> Record:
+        if not isinstance(obj, dict):
+            raise FormatError(f"{field} must be a JSON object")
+        want = {"type", "run", "seq", "prev", "time", "body"}
+        if set(obj) != want:
+            raise FormatError(
+                f"{field} must have exactly the fields {sorted(want)}", got=sorted(obj)
+            )
+        rtype, run, seq, prev, time, body = (obj[k] for k in sorted(want, key=_FIELD_ORDER.index))
+        if rtype not in BODY_FIELDS:
+            raise FormatError(f"{field}.type is unknown", expected=list(RECORD_TYPES), got=rtype)
+        if not isinstance(run, str) or not _RUN_ID.match(run):
+            raise FormatError(
+                f"{field}.run must be 1-128 characters of [A-Za-z0-9._-]", got=repr(run)
+            )
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise FormatError(f"{field}.seq must be a non-negative integer", got=repr(seq))
+        if seq == 0 and prev is not None:
+            raise FormatError(f"{field}.prev must be null for seq 0", got=prev)
+        if seq > 0:
+            parse_sha256_digest(prev, field=f"{field}.prev")
+        if not isinstance(time, str):
+            raise FormatError(f"{field}.time must be an RFC 3339 string")
+        if not isinstance(body, dict):
+            raise FormatError(f"{field}.body must be a JSON object")
+        for name, kinds in BODY_FIELDS[rtype].items():
+            value = body.get(name, _MISSING)
+            if value is _MISSING:
+                raise FormatError(f"{field}.body.{name} is required for {rtype} records")
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise FormatError(
+                    f"{field}.body.{name} has the wrong JSON kind",
+                    expected=[k.__name__ for k in kinds],
+                    got=type(value).__name__,
+                )
+        if rtype == "train.steps":
+            _check_steps(body, field=f"{field}.body")
+        return cls(rtype, run, seq, prev, time, body)
+
+
+_FIELD_ORDER = ["type", "run", "seq", "prev", "time", "body"]
+_MISSING = object()
+
+
+def _check_steps(body: Mapping[str, Any], *, field: str) -> None:
+    n = len(body["loss"])
+    if not 0 < n <= MAX_STEPS_PER_RECORD:
+        raise FormatError(f"{field}.loss must hold 1 to {MAX_STEPS_PER_RECORD} steps", got=n)
+    for name in ("lr", "grad_norm", "batch"):
+        if len(body[name]) != n:
+            raise FormatError(
+                f"{field}.{name} must have one entry per step", expected=n, got=len(body[name])
+            )
+    if body["first_step"] < 0:
+        raise FormatError(f"{field}.first_step must be non-negative", got=body["first_step"])
+
+
+@dataclass(frozen=True)
+class SignedRecord:
+    """A record with its DSSE envelope. Parsing checks form; :meth:`verify` checks the signature."""
+
+    record: Record
+    envelope: Envelope
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope, *, field: str = "record") -> SignedRecord:
+        if envelope.payload_type != RECORD_PAYLOAD_TYPE:
+            raise FormatError(
+                f"{field}.payloadType is not an attest record",
+                expected=RECORD_PAYLOAD_TYPE,
+                got=envelope.payload_type,
+            )
+        obj = strict_json_loads(envelope.payload, what=f"{field} payload")
+        record = Record.from_json(obj, field=field)
+        if record.canonical() != envelope.payload:
+            raise FormatError(f"{field} payload is not RFC 8785 canonical JSON")
+        signed = cls(record, envelope)
+        size = len(signed.leaf_data())
+        if size > MAX_LEAF_BYTES:
+            raise FormatError(
+                f"{field} is too large for a log entry; move bulky facts into a blob",
+                expected=f"<= {MAX_LEAF_BYTES} bytes",
+                got=size,
+            )
+        return signed
+
+    @classmethod
+    def from_json(cls, obj: object, *, field: str = "record") -> SignedRecord:
+        return cls.from_envelope(Envelope.from_json(obj, field=field), field=field)
+
+    @classmethod
+    def from_leaf(cls, data: bytes, *, field: str = "leaf") -> SignedRecord:
+        signed = cls.from_json(strict_json_loads(data, what=field), field=field)
+        if signed.leaf_data() != data:
+            raise FormatError(f"{field} is not the canonical encoding of its envelope")
+        return signed
+
+    def to_json(self) -> dict[str, Any]:
+        return self.envelope.to_json()
+
+    def leaf_data(self) -> bytes:
+        """The bytes the log commits to: RFC 8785 of the envelope JSON."""
+        return canonical_json(self.envelope.to_json())
+
+    def verify(self, key: TrainerPublicKey) -> None:
+        self.envelope.verify(key)
+
+
+class RecordWriter:
+    """Builds a run's record chain: assigns ``seq`` and ``prev`` and signs each record.
+
+    ``state()``/``from_state()`` let a resumed job continue the same chain.
+    """
+
+    def __init__(self, run: str, key: TrainerKey, *, seq: int = 0, prev: str | None = None):
+        if not _RUN_ID.match(run):
+            raise FormatError(f"run id {run!r} must be 1-128 characters of [A-Za-z0-9._-]")
+        self.run = run
+        self._key = key
+        self.seq = seq
+        self.prev = prev
+
+    def write(
+        self, rtype: str, body: Mapping[str, Any], *, time: str | None = None
+    ) -> SignedRecord:
+        record = Record(
+            type=rtype,
+            run=self.run,
+            seq=self.seq,
+            prev=self.prev,
+            time=time or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            body=body,
+        )
+        payload = record.canonical()
+        signed = SignedRecord.from_envelope(Envelope.sign(RECORD_PAYLOAD_TYPE, payload, self._key))
+        self.seq += 1
+        self.prev = record.digest
+        return signed
+
+    def state(self) -> dict[str, Any]:
+        return {"run": self.run, "seq": self.seq, "prev": self.prev}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], key: TrainerKey) -> RecordWriter:
+        return cls(str(state["run"]), key, seq=int(state["seq"]), prev=state["prev"])
+
+
+def check_chain(
+    records: Iterable[Record],
+    *,
+    run: str | None = None,
+    start_seq: int = 0,
+    start_prev: str | None = None,
+) -> None:
+    """Require consecutive ``seq`` from ``start_seq``, one run, and each ``prev`` = digest of the
+    previous record. Raises :class:`ChainError` naming the first break."""
+    expected_seq, expected_prev = start_seq, start_prev
+    for r in records:
+        if run is not None and r.run != run:
+            raise ChainError(f"record {r.seq} belongs to another run", expected=run, got=r.run)
+        run = r.run
+        if r.seq != expected_seq:
+            raise ChainError(
+                "record sequence has a gap or repeat", expected=expected_seq, got=r.seq
+            )
+        if r.prev != expected_prev:
+            raise ChainError(
+                f"record {r.seq}'s prev does not name the previous record",
+                expected=expected_prev,
+                got=r.prev,
+            )
+        expected_seq, expected_prev = r.seq + 1, r.digest

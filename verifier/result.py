@@ -1,0 +1,50 @@
+"""Check results and the verdict vocabulary shared by every verifier step (docs/verifying.md).
+
+Each check reports a :class:`CheckResult`: a stable id (``integrity.signatures``), a status, a
+one-line *why*, the kind of evidence it rests on (:class:`Basis`) and the evidence itself
+(expected vs got). The verdict is computed from the results and the policy, never stored by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = ["Basis", "CheckResult", "Status"]
+
+
+class Status(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIPPED = "skipped"
+
+
+class Basis(str, Enum):
+    """What a passing check establishes."""
+
+    CRYPTOGRAPHIC = "cryptographic"  # signatures, Merkle proofs, digests: proven
+    STATISTICAL = "statistical"  # distribution tests, loss levels: supported, not proven
+    REPLAY = "replay"  # re-executed training segments: reproduced
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    title: str
+    status: Status
+    why: str
+    basis: Basis
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "status": self.status.value,
+            "why": self.why,
+            "basis": self.basis.value,
+            "evidence": dict(self.evidence),
+        }
