@@ -1,0 +1,136 @@
+"""Records: RFC 8785 canonical form, the hash chain, strict parsing and the leaf size limit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attest.canonical import canonical_json, strict_json_loads
+from attest.dsse import Envelope
+from attest.errors import ChainError, FormatError, SignatureError
+from attest.keys import TrainerKey
+from attest.records import RECORD_PAYLOAD_TYPE, RecordWriter, SignedRecord, check_chain
+
+STEPS: dict[str, Any] = {
+    "first_step": 0,
+    "loss": [2.5],
+    "lr": [0.001],
+    "grad_norm": [None],
+    "batch": ["sha256:" + "ab" * 32],
+}
+
+
+def test_canonical_json_rfc8785_examples() -> None:
+    # RFC 8785 §3.2.2.3 number serialisation and §3.2.3 key ordering (by UTF-16 code units).
+    assert canonical_json({"b": 1, "a": [1.0, 1e21, -0.0, 0.5]}) == b'{"a":[1,1e+21,0,0.5],"b":1}'
+    assert canonical_json({"\u20ac": 1, "\r": 2, "1": 3}) == '{"\\r":2,"1":3,"\u20ac":1}'.encode()
+
+
+@pytest.mark.parametrize("text", ['{"a":1,"a":2}', '{"a":NaN}', '{"a":Infinity}', "{"])
+def test_strict_json_refuses_ambiguous_input(text: str) -> None:
+    with pytest.raises(FormatError):
+        strict_json_loads(text, what="input")
+
+
+def test_writer_chains_records(trainer_key: TrainerKey) -> None:
+    w = RecordWriter("run-1", trainer_key)
+    a = w.write("train.steps", STEPS)
+    b = w.write("train.steps", {**STEPS, "first_step": 1})
+    assert (a.record.seq, b.record.seq) == (0, 1)
+    assert a.record.prev is None and b.record.prev == a.record.digest
+    check_chain([a.record, b.record], run="run-1")
+    for r in (a, b):
+        r.verify(trainer_key.public)
+        assert SignedRecord.from_leaf(r.leaf_data()) == r
+
+
+def test_resumed_writer_continues_the_chain(trainer_key: TrainerKey) -> None:
+    w = RecordWriter("run-1", trainer_key)
+    a = w.write("train.steps", STEPS)
+    w2 = RecordWriter.from_state(json.loads(json.dumps(w.state())), trainer_key)
+    b = w2.write("train.steps", STEPS)
+    check_chain([a.record, b.record])
+
+
+@pytest.mark.parametrize("attack", ["deleted", "reordered", "duplicated", "other-run"])
+def test_chain_breaks_are_named(trainer_key: TrainerKey, attack: str) -> None:
+    w = RecordWriter("run-1", trainer_key)
+    recs = [w.write("train.steps", {**STEPS, "first_step": i}).record for i in range(3)]
+    if attack == "deleted":
+        recs = [recs[0], recs[2]]
+    elif attack == "reordered":
+        recs = [recs[0], recs[2], recs[1]]
+    elif attack == "duplicated":
+        recs = [recs[0], recs[1], recs[1], recs[2]]
+    else:
+        recs = [
+            recs[0],
+            RecordWriter("run-2", trainer_key, seq=1, prev=recs[0].digest)
+            .write("train.steps", STEPS)
+            .record,
+        ]
+    with pytest.raises(ChainError):
+        check_chain(recs, run="run-1")
+
+
+def test_non_canonical_payload_is_refused(trainer_key: TrainerKey) -> None:
+    record = RecordWriter("run-1", trainer_key).write("train.steps", STEPS).record
+    loose = json.dumps(record.to_json(), indent=2).encode()
+    env = Envelope.sign(RECORD_PAYLOAD_TYPE, loose, trainer_key)
+    with pytest.raises(FormatError, match="not RFC 8785 canonical"):
+        SignedRecord.from_envelope(env)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({**STEPS, "loss": []}, "must hold 1 to 256 steps"),
+        ({**STEPS, "lr": [0.1, 0.2]}, "lr must have one entry per step"),
+        ({k: v for k, v in STEPS.items() if k != "batch"}, "batch is required"),
+        ({**STEPS, "first_step": "0"}, "first_step has the wrong JSON kind"),
+    ],
+)
+def test_bad_bodies_are_refused(
+    trainer_key: TrainerKey, body: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(FormatError, match=message):
+        RecordWriter("run-1", trainer_key).write("train.steps", body)
+
+
+def test_unknown_type_and_oversize_leaf(trainer_key: TrainerKey) -> None:
+    with pytest.raises(FormatError, match="type is unknown"):
+        RecordWriter("run-1", trainer_key).write("train.step", STEPS)
+    big = {
+        **STEPS,
+        "batch": ["sha256:" + "ab" * 32] * 256,
+        "loss": [1.0] * 256,
+        "lr": [1.0] * 256,
+        "grad_norm": [1.0] * 256,
+        "first_step": 0,
+    }
+    RecordWriter("run-1", trainer_key).write("train.steps", big)  # 256 steps fit in a leaf
+    huge = {**big, "note": "x" * 70000}
+    with pytest.raises(FormatError, match="too large for a log entry"):
+        RecordWriter("run-1", trainer_key).write("train.steps", huge)
+
+
+@given(st.integers(min_value=0, max_value=10_000))
+def test_any_bit_flip_in_a_leaf_is_detected(position: int) -> None:
+    key = _KEY
+    signed = RecordWriter("run-1", key).write("train.steps", STEPS)
+    leaf = bytearray(signed.leaf_data())
+    i = position % (len(leaf) * 8)
+    leaf[i // 8] ^= 1 << (i % 8)
+    try:
+        parsed = SignedRecord.from_leaf(bytes(leaf))
+    except FormatError:
+        return
+    with pytest.raises(SignatureError):
+        parsed.verify(key.public)
+
+
+_KEY = TrainerKey.generate()
