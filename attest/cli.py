@@ -10,15 +10,12 @@ extra says which one to add instead of failing with a traceback.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from attest import __version__
 from attest.errors import AttestError
-from attest.keys import TrainerKey, save_server_key
 
 __all__ = ["main"]
 
@@ -36,6 +33,8 @@ class _Group(click.Group):
     """A group that also offers the commands other attest packages register."""
 
     def _plugins(self) -> dict[str, object]:
+        from importlib.metadata import entry_points  # lazy: start-up time of `attest hash`
+
         return {ep.name: ep for ep in entry_points(group="attest.commands")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -95,6 +94,10 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 def keygen(kind: str, out: Path, force: bool) -> None:
     """Create a signing key: OUT/<kind>.key (private, mode 0600) and OUT/<kind>.pub."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from attest.keys import TrainerKey, save_server_key
+
     private, public = out / f"{kind}.key", out / f"{kind}.pub"
     if private.exists() and not force:
         raise click.ClickException(f"{private} exists; pass --force to replace it")
