@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import rfc8785
@@ -54,6 +55,13 @@ def _reject_constant(name: str) -> Any:
     raise FormatError(f"JSON constant {name} is not allowed (RFC 8785 has no encoding for it)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise FormatError(f"number {text[:20]} is out of range (RFC 8785 has no encoding for it)")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -66,7 +74,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def strict_json_loads(data: bytes | str, *, what: str) -> Any:
     """Parse JSON refusing duplicate keys and NaN/Infinity, naming ``what`` on failure."""
     try:
-        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(
+            data,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except FormatError as exc:
         raise FormatError(f"{what}: {exc.message}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -157,8 +157,12 @@ class LineageStatement:
             raise FormatError(f"{f}.subject must hold exactly one model")
         subject = Dependency.from_json(subjects[0], field=f"{f}.subject[0]")
         algorithm = subject.annotations.get("algorithm")
-        if not isinstance(algorithm, str):
-            raise FormatError(f"{f}.subject[0].annotations.algorithm must name the digest")
+        if not isinstance(algorithm, str) or "/sha256/" not in algorithm:
+            raise FormatError(
+                f"{f}.subject[0].annotations.algorithm must name a SHA-256 tensor digest "
+                "(in-toto subjects use SHA-2 names)",
+                got=algorithm,
+            )
         pred = _obj(obj, "predicate", f)
         build = _obj(pred, "buildDefinition", f"{f}.predicate")
         details = _obj(pred, "runDetails", f"{f}.predicate")

@@ -134,3 +134,8 @@ def test_any_bit_flip_in_a_leaf_is_detected(position: int) -> None:
 
 
 _KEY = TrainerKey.generate()
+
+
+def test_out_of_range_numbers_are_refused() -> None:
+    with pytest.raises(FormatError, match="out of range"):
+        strict_json_loads('{"loss": 1e999}', what="input")
