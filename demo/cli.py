@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from attest.callbacks.info import Component, Parent
+
 from attest.keys import TrainerKey
 from attest.log import LocalLog
 
@@ -61,14 +61,31 @@ def _write_json(path: Path, value: Any) -> None:
 )
 @click.option("--steps", type=click.IntRange(min=20), default=300, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--replay", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Training segments the verifier re-executes.")
-@click.option("--warm-start", "variant", flag_value="warm-start",
-              help="Start from another model's trained weights while claiming a fresh init.")
-@click.option("--declared-component", "variant", flag_value="declared-component",
-              help="Take one block from another model and declare it.")
-@click.option("--finetune", "variant", flag_value="finetune",
-              help="Train a child run on top of an attested parent run.")
+@click.option(
+    "--replay",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Training segments the verifier re-executes.",
+)
+@click.option(
+    "--warm-start",
+    "variant",
+    flag_value="warm-start",
+    help="Start from another model's trained weights while claiming a fresh init.",
+)
+@click.option(
+    "--declared-component",
+    "variant",
+    flag_value="declared-component",
+    help="Take one block from another model and declare it.",
+)
+@click.option(
+    "--finetune",
+    "variant",
+    flag_value="finetune",
+    help="Train a child run on top of an attested parent run.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(
     out: Path, steps: int, checkpoint_every: int, replay: int, variant: str | None, quiet: bool
@@ -113,16 +130,24 @@ def demo(
             policy_name = "permissive"
     if variant == "finetune":
         step("training and attesting the parent run")
-        base = train_run(out=out / "parent", run="demo-parent", key=key, destination=log,
-                         seed=SEED, steps=steps, checkpoint_every=checkpoint_every,
-                         progress=not quiet)
+        base = train_run(
+            out=out / "parent",
+            run="demo-parent",
+            key=key,
+            destination=log,
+            seed=SEED,
+            steps=steps,
+            checkpoint_every=checkpoint_every,
+            progress=not quiet,
+        )
         from safetensors.torch import load_file
 
         overwrite = load_file(str(base.model))
         parent = Parent(run=base.run, model_root=base.final_root, bundle=base.bundle)
         policy_name = "permissive"
-        changes = {"finetune": {"allowed": True, "parent_bundles": ["parent/bundle.json"],
-                                "max_depth": 4}}
+        changes = {
+            "finetune": {"allowed": True, "parent_bundles": ["parent/bundle.json"], "max_depth": 4}
+        }
     step("training the attested run")
     result = train_run(
         out=out,

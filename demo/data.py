@@ -17,8 +17,14 @@ __all__ = ["CharDataset", "demo_text"]
 _SUBJECTS = ["the model", "a verifier", "the regulator", "our team", "the log", "every record"]
 _VERBS = ["checks", "signs", "commits", "replays", "records", "proves", "hashes", "compares"]
 _OBJECTS = [
-    "the initial weights", "each training step", "the loss curve", "a checkpoint digest",
-    "the data order", "the final model", "a merkle proof", "the signed tree head",
+    "the initial weights",
+    "each training step",
+    "the loss curve",
+    "a checkpoint digest",
+    "the data order",
+    "the final model",
+    "a merkle proof",
+    "the signed tree head",
 ]
 _TAILS = ["", " before training", " at every step", " offline", " from scratch", " in public"]
 

@@ -49,7 +49,7 @@ def test_statement_round_trip_and_trust(trainer_key: TrainerKey) -> None:
 def test_statement_keyid_must_match_hint(trainer_key: TrainerKey) -> None:
     signed = sign_statement(statement(), trainer_key)
     signed["verificationMaterial"]["publicKey"]["hint"] = "other"
-    with pytest.raises(FormatError, match="keyid must equal publicKey.hint"):
+    with pytest.raises(FormatError, match=r"keyid must equal publicKey\.hint"):
         open_statement(signed, trainer_key.public)
 
 
@@ -59,8 +59,13 @@ def bundle_json(tmp_path: Path, trainer_key: TrainerKey) -> dict[str, Any]:
     log.create_run("run-1", trainer_key.public)
     w = RecordWriter("run-1", trainer_key)
     for i in range(3):
-        body = {"first_step": i, "loss": [1.0], "lr": [0.1], "grad_norm": [None],
-                "batch": ["sha256:" + "00" * 32]}
+        body = {
+            "first_step": i,
+            "loss": [1.0],
+            "lr": [0.1],
+            "grad_norm": [None],
+            "batch": ["sha256:" + "00" * 32],
+        }
         log.append("run-1", [w.write("train.steps", body).leaf_data()])
     log.put_statement("run-1", sign_statement(statement(), trainer_key))
     return log.export("run-1").to_json()

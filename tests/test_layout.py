@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SIBLINGS = {"callbacks": "attest.callbacks", "server": "attest.server", "verifier": "attest.verifier"}
+SIBLINGS = {
+    "callbacks": "attest.callbacks",
+    "server": "attest.server",
+    "verifier": "attest.verifier",
+}
 
 
 def _imports(folder: Path) -> set[tuple[Path, str]]:
@@ -32,7 +36,8 @@ def _within(module: str, package: str) -> bool:
 
 def test_core_imports_no_sibling() -> None:
     bad = [
-        (p.name, m) for p, m in _imports(ROOT / "attest")
+        (p.name, m)
+        for p, m in _imports(ROOT / "attest")
         if any(_within(m, pkg) for pkg in [*SIBLINGS.values(), "attest.demo"])
     ]
     assert bad == []
@@ -50,15 +55,20 @@ def test_core_keeps_torch_out_of_module_scope() -> None:
     offenders = []
     for path in (ROOT / "attest").glob("*.py"):
         for node in ast.parse(path.read_text()).body:
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             offenders += [(path.name, n) for n in names if _within(n, "torch")]
     assert offenders == []
 
 
 def test_light_core_import_does_not_load_torch_or_mlflow() -> None:
-    code = ("import sys, attest.bundle, attest.log, attest.digest, attest.statement; "
-            "print(','.join(m for m in ('torch', 'mlflow', 'lightning') if m in sys.modules))")
+    code = (
+        "import sys, attest.bundle, attest.log, attest.digest, attest.statement; "
+        "print(','.join(m for m in ('torch', 'mlflow', 'lightning') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
@@ -66,8 +76,18 @@ def test_light_core_import_does_not_load_torch_or_mlflow() -> None:
 @pytest.mark.slow
 def test_wheel_maps_siblings_into_the_attest_namespace(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("*.whl")
@@ -76,10 +96,10 @@ def test_wheel_maps_siblings_into_the_attest_namespace(tmp_path: Path) -> None:
     assert tops == {"attest"}, "only the attest namespace may be installed"
     for pkg in ["callbacks", "server", "verifier", "demo"]:
         sources = {p.relative_to(ROOT / pkg).as_posix() for p in (ROOT / pkg).rglob("*.py")}
-        packaged = {n[len(f"attest/{pkg}/"):] for n in names if n.startswith(f"attest/{pkg}/")}
+        packaged = {n[len(f"attest/{pkg}/") :] for n in names if n.startswith(f"attest/{pkg}/")}
         assert sources <= packaged, f"{pkg}: missing from the wheel: {sorted(sources - packaged)}"
     core = {p.name for p in (ROOT / "attest").glob("*.py")}
-    assert core <= {n[len("attest/"):] for n in names}
+    assert core <= {n[len("attest/") :] for n in names}
 
 
 def test_readme_has_two_quick_start_commands_and_ci_runs_the_test_one() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def test_appends_return_signed_consistent_checkpoints(
     bundle = log.export("run-1")
     tree_root = root_from_leaf_hashes([_leaf_hash(r) for r in bundle.records])
     assert notes[-1].checkpoint.root == tree_root
-    for (a, b), proof in zip(zip(notes, notes[1:]), bundle.consistency, strict=True):
+    for (a, b), proof in zip(itertools.pairwise(notes), bundle.consistency, strict=True):
         verify_consistency(
             old_size=a.checkpoint.size,
             new_size=b.checkpoint.size,
