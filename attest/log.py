@@ -186,7 +186,8 @@ class _RunFiles:
         self.key = TrainerPublicKey.from_pem(meta["trainer_key"])
         self.tree = MerkleTree()
         self.leaves: list[bytes] = []
-        self.next_seq, self.prev = 0, None
+        self.next_seq = 0
+        self.prev: str | None = None
         self._load_entries()
         self.checkpoints: list[tuple[int, str]] = []
         cp = folder / "checkpoints.jsonl"

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from attest.callbacks.info import Component, Parent
 
+from attest.callbacks.info import Component, Parent
 from attest.keys import TrainerKey
 from attest.log import LocalLog
 
@@ -174,7 +174,7 @@ def demo(
         state_dir=result.state_dir,
         replay=replay,
         replay_seed=SEED,
-        parent=parent.bundle if parent else None,
+        parent=Path(parent.bundle) if parent else None,
     )
     (out / "report.html").write_text(render_html(verdict))
     print_verdict(verdict)

@@ -33,7 +33,8 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.ln_1(x)
         x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
+        out: torch.Tensor = x + self.mlp(self.ln_2(x))
+        return out
 
 
 class TinyGPT(L.LightningModule):
@@ -65,8 +66,9 @@ class TinyGPT(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
         h = self.tok(x) + self.pos(torch.arange(t, device=x.device))
+        mask: torch.Tensor = self.mask  # type: ignore[assignment]
         for block in self.blocks:
-            h = block(h, self.mask[:t, :t])
+            h = block(h, mask[:t, :t])
         logits: torch.Tensor = self.head(self.ln_f(h))
         return logits
 

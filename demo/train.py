@@ -22,13 +22,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
 from attest.callbacks import LineageCallback
 from attest.callbacks.info import Component, DatasetInfo, Parent
 from attest.demo.data import CharDataset
 from attest.demo.model import TinyGPT
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader
-
 from attest.keys import TrainerKey
 
 __all__ = ["DemoRun", "train_donor", "train_run"]

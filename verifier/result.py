@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["Basis", "CheckResult", "Status"]
+__all__ = ["Basis", "CheckResult", "Status", "failed", "passed", "skipped", "warned"]
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     WARN = "warn"
     SKIPPED = "skipped"
 
 
-class Basis(str, Enum):
+class Basis(StrEnum):
     """What a passing check establishes."""
 
     CRYPTOGRAPHIC = "cryptographic"  # signatures, Merkle proofs, digests: proven
@@ -48,3 +48,23 @@ class CheckResult:
             "basis": self.basis.value,
             "evidence": dict(self.evidence),
         }
+
+
+def passed(id: str, title: str, why: str, basis: Basis, **evidence: Any) -> CheckResult:
+    """A passing result."""
+    return CheckResult(id, title, Status.PASS, why, basis, evidence)
+
+
+def failed(id: str, title: str, why: str, basis: Basis, **evidence: Any) -> CheckResult:
+    """A failing result; ``evidence`` should carry ``expected`` and ``got``."""
+    return CheckResult(id, title, Status.FAIL, why, basis, evidence)
+
+
+def warned(id: str, title: str, why: str, basis: Basis, **evidence: Any) -> CheckResult:
+    """A result that holds with a caveat the reader should see."""
+    return CheckResult(id, title, Status.WARN, why, basis, evidence)
+
+
+def skipped(id: str, title: str, why: str, basis: Basis, **evidence: Any) -> CheckResult:
+    """A check that could not run; ``why`` says what it needed."""
+    return CheckResult(id, title, Status.SKIPPED, why, basis, evidence)

@@ -1,0 +1,607 @@
+"""The log in SQL (DESIGN §5 "Storage"): runs, leaves, signed tree heads, blobs, statements, tokens.
+
+Tables (prefixed ``attest_`` so they can share a database with MLflow's)::
+
+    attest_runs        one row per run: trainer key, owner, and the log state — size, the last
+                       record's digest (``prev``), the compact range (one hash per set bit of the
+                       size, RFC 9162 subtree hashes) and the root
+    attest_leaves      (run, idx) primary key: leaf bytes and leaf hash; never updated
+    attest_tree_heads  (run, size) primary key: every checkpoint an append handed out
+    attest_blobs       (run, "sha256:<hex>") → canonical JSON bytes
+    attest_statements  run → the trainer-signed Sigstore bundle
+    attest_tokens      bearer tokens, stored as SHA-256 only
+    attest_mirror      per run: the MLflow run id and how far the mirror got
+    attest_server      server facts shared by replicas (the note verifier key)
+
+An append is one transaction: lock the run row (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite
+every write transaction is ``BEGIN IMMEDIATE``), check that the batch continues the chain, insert
+the leaves (the primary key refuses duplicate indices), sign and insert the tree head, update the
+run row, commit. Signatures are checked before the lock is taken (the trainer key of a run never
+changes), so the lock is held only for the chain check and the writes. Several server replicas on
+one PostgreSQL database may append concurrently: the row lock orders them and the unique keys make
+a gap or a duplicate impossible. Acknowledged means committed (SQLite: WAL, ``synchronous=FULL``).
+
+A batch that repeats records the log already holds byte for byte (a client retrying after a lost
+response) is acknowledged again, with only its new tail appended; a repeated ``seq`` with other
+bytes is a chain break (409).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from attest.canonical import canonical_json, sha256_digest
+from attest.errors import FormatError
+from attest.keys import TrainerPublicKey
+from attest.log import MAX_BATCH, LogSigner, Receipt
+from attest.merkle import SHA256, CompactRange, MerkleTree
+from attest.records import SignedRecord, check_chain
+from attest.server.errors import ConflictError, NotFoundError
+
+__all__ = ["RunInfo", "Store", "TokenRow", "metadata"]
+
+metadata = MetaData()
+
+runs_t = Table(
+    "attest_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("owner", String(200), nullable=False),
+    Column("trainer_key", Text, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("meta", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("prev", String(71), nullable=True),
+    Column("compact", LargeBinary, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+leaves_t = Table(
+    "attest_leaves",
+    metadata,
+    Column("run_id", Integer, ForeignKey("attest_runs.id"), primary_key=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+)
+heads_t = Table(
+    "attest_tree_heads",
+    metadata,
+    Column("run_id", Integer, ForeignKey("attest_runs.id"), primary_key=True),
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+)
+blobs_t = Table(
+    "attest_blobs",
+    metadata,
+    Column("run_id", Integer, ForeignKey("attest_runs.id"), primary_key=True),
+    Column("digest", String(71), primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+)
+statements_t = Table(
+    "attest_statements",
+    metadata,
+    Column("run_id", Integer, ForeignKey("attest_runs.id"), primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("stored_at", BigInteger, nullable=False),
+)
+tokens_t = Table(
+    "attest_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("runs", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+mirror_t = Table(
+    "attest_mirror",
+    metadata,
+    Column("run_id", Integer, ForeignKey("attest_runs.id"), primary_key=True),
+    Column("mlflow_run_id", String(64), nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("bundle_size", BigInteger, nullable=False),
+)
+server_t = Table(
+    "attest_server",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run's registration and log state as of one read."""
+
+    pk: int
+    name: str
+    owner: str
+    key: TrainerPublicKey
+    meta: Mapping[str, Any]
+    size: int
+    prev: str | None
+    root: bytes
+    created_at: int
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A stored token (its hash only)."""
+
+    id: int
+    name: str
+    role: str
+    runs: tuple[str, ...] | None
+    created_at: int
+    revoked_at: int | None
+
+
+def _split(blob: bytes) -> list[bytes]:
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
+
+
+class Store:
+    """SQL storage for every run's log. Thread-safe; one per process."""
+
+    def __init__(self, url: str, *, signer: LogSigner, tree_cache_runs: int = 16) -> None:
+        self.url = url
+        self.signer = signer
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(url, immediate=True)
+            self.reader = _sqlite_engine(url, immediate=False)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            self.reader = self.engine
+        self._keys: dict[str, TrainerPublicKey] = {}
+        self._trees: OrderedDict[int, tuple[threading.Lock, MerkleTree]] = OrderedDict()
+        self._trees_lock = threading.Lock()
+        self._tree_cache_runs = tree_cache_runs
+
+    # --- schema and server facts ------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent; safe to race between replicas)."""
+        try:
+            metadata.create_all(self.engine)
+        except IntegrityError:  # another replica created them at the same moment
+            metadata.create_all(self.engine)
+
+    def bind_server_key(self, vkey: str) -> None:
+        """Record the note verifier key on first start; refuse a different one afterwards."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(server_t.c.value).where(server_t.c.key == "vkey")).first()
+            if row is None:
+                conn.execute(insert(server_t).values(key="vkey", value=vkey))
+                return
+        if row[0] != vkey:
+            raise ConflictError(
+                "this database's logs are signed by another server key; every replica must use "
+                "the same --server-key and log name",
+                expected=row[0],
+                got=vkey,
+            )
+
+    def ping(self) -> None:
+        with self.reader.connect() as conn:
+            conn.execute(select(1))
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def _key(self, pem: str) -> TrainerPublicKey:
+        key = self._keys.get(pem)
+        if key is None:
+            key = self._keys[pem] = TrainerPublicKey.from_pem(pem)
+        return key
+
+    def _info(self, row: Any) -> RunInfo:
+        return RunInfo(
+            pk=row.id,
+            name=row.name,
+            owner=row.owner,
+            key=self._key(row.trainer_key),
+            meta=json.loads(row.meta),
+            size=row.size,
+            prev=row.prev,
+            root=row.root,
+            created_at=row.created_at,
+        )
+
+    def create_run(
+        self, name: str, key: TrainerPublicKey, meta: Mapping[str, Any], *, owner: str
+    ) -> tuple[RunInfo, bool]:
+        """Register ``name``; returns (run, created). Same key again is not an error."""
+        meta_text = json.dumps(dict(meta), sort_keys=True)
+        empty = CompactRange()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(runs_t).values(
+                        name=name,
+                        owner=owner,
+                        trainer_key=key.to_pem(),
+                        key_id=key.key_id,
+                        meta=meta_text,
+                        size=0,
+                        prev=None,
+                        compact=b"",
+                        root=empty.root(),
+                        created_at=int(time.time()),
+                    )
+                )
+            created = True
+        except IntegrityError:
+            created = False
+        info = self.get_run(name)
+        if not created and info.key.key_id != key.key_id:
+            raise ConflictError(
+                f"run {name!r} is registered to another trainer key; pick a new run id",
+                expected=info.key.key_id,
+                got=key.key_id,
+            )
+        return info, created
+
+    def get_run(self, name: str) -> RunInfo:
+        with self.reader.connect() as conn:
+            row = conn.execute(select(runs_t).where(runs_t.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"unknown run {name!r}: create it with POST /v1/runs first")
+        return self._info(row)
+
+    def list_runs(self) -> list[RunInfo]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(runs_t).order_by(runs_t.c.id)).all()
+        return [self._info(r) for r in rows]
+
+    # --- appends ----------------------------------------------------------------------------
+
+    def append(self, name: str, envelopes: Sequence[object], *, now: int | None = None) -> Receipt:
+        """Append a batch of DSSE envelope JSON objects to ``name``'s log; durable on return."""
+        if not envelopes:
+            raise FormatError("an append needs at least one record in 'records'")
+        if len(envelopes) > MAX_BATCH:
+            raise FormatError(
+                "too many records in one append; split the batch",
+                expected=f"<= {MAX_BATCH}",
+                got=len(envelopes),
+            )
+        info = self.get_run(name)
+        signed = [SignedRecord.from_json(e, field=f"records[{i}]") for i, e in enumerate(envelopes)]
+        for i, s in enumerate(signed):
+            if s.record.run != name:
+                raise FormatError(
+                    f"records[{i}] belongs to another run", expected=name, got=s.record.run
+                )
+            s.verify(info.key)
+        leaves = [s.leaf_data() for s in signed]
+        hashes = [SHA256.hash_leaf(leaf) for leaf in leaves]
+        first = signed[0].record.seq
+        with self.engine.begin() as conn:
+            row = conn.execute(select(runs_t).where(runs_t.c.id == info.pk).with_for_update()).one()
+            size, prev = int(row.size), row.prev
+            skip = self._repeated_prefix(conn, info.pk, first, size, hashes)
+            if skip == len(leaves):
+                note = self._head_note(conn, info.pk, size)
+                return Receipt(name, first, len(leaves), note)
+            fresh = signed[skip:]
+            check_chain((s.record for s in fresh), run=name, start_seq=size, start_prev=prev)
+            rng = CompactRange.from_state(size=size, hashes=_split(row.compact))
+            rng.extend(hashes[skip:])
+            conn.execute(
+                insert(leaves_t),
+                [
+                    {"run_id": info.pk, "idx": size + i, "data": leaf, "leaf_hash": h}
+                    for i, (leaf, h) in enumerate(zip(leaves[skip:], hashes[skip:], strict=True))
+                ],
+            )
+            root = rng.root()
+            ts = int(time.time()) if now is None else now
+            note = self.signer.sign(name, rng.size, root, timestamp=ts)
+            conn.execute(
+                insert(heads_t).values(
+                    run_id=info.pk, size=rng.size, root=root, note=note, timestamp=ts
+                )
+            )
+            done = conn.execute(
+                update(runs_t)
+                .where(runs_t.c.id == info.pk, runs_t.c.size == size)
+                .values(
+                    size=rng.size,
+                    prev=fresh[-1].record.digest,
+                    compact=b"".join(rng.hashes),
+                    root=root,
+                )
+            )
+            if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than fork
+                raise ConflictError("the run changed during the append; retry", got=size)
+        return Receipt(name, first, len(leaves), note)
+
+    def _repeated_prefix(
+        self, conn: Connection, pk: int, first: int, size: int, hashes: Sequence[bytes]
+    ) -> int:
+        """How many leading records of the batch the log already holds byte for byte."""
+        if not 0 <= first < size:
+            return 0
+        end = min(size, first + len(hashes))
+        stored = conn.execute(
+            select(leaves_t.c.leaf_hash)
+            .where(leaves_t.c.run_id == pk, leaves_t.c.idx >= first, leaves_t.c.idx < end)
+            .order_by(leaves_t.c.idx)
+        ).scalars()
+        n = 0
+        for have, want in zip(stored, hashes, strict=False):
+            if bytes(have) != want:
+                return 0  # same seq, other bytes: let the chain check report the break
+            n += 1
+        return n if n == end - first else 0
+
+    def _head_note(self, conn: Connection, pk: int, size: int) -> str:
+        note = conn.execute(
+            select(heads_t.c.note).where(heads_t.c.run_id == pk, heads_t.c.size == size)
+        ).scalar()
+        if note is None:
+            raise NotFoundError(f"no tree head at size {size}")
+        return str(note)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def latest_checkpoint(self, info: RunInfo) -> str:
+        """The newest signed tree head; for an empty log a fresh size-0 checkpoint."""
+        if info.size == 0:
+            return self.signer.sign(info.name, 0, info.root)
+        with self.reader.connect() as conn:
+            return self._head_note(conn, info.pk, info.size)
+
+    def tree_heads(self, info: RunInfo) -> list[tuple[int, str]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(heads_t.c.size, heads_t.c.note)
+                .where(heads_t.c.run_id == info.pk, heads_t.c.size <= info.size)
+                .order_by(heads_t.c.size)
+            ).all()
+        return [(int(s), str(n)) for s, n in rows]
+
+    def head_at(self, info: RunInfo, size: int) -> str | None:
+        with self.reader.connect() as conn:
+            note = conn.execute(
+                select(heads_t.c.note).where(heads_t.c.run_id == info.pk, heads_t.c.size == size)
+            ).scalar()
+        return None if note is None else str(note)
+
+    def entries(self, info: RunInfo, start: int, end: int) -> list[bytes]:
+        """Leaf bytes ``[start, end)``."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(leaves_t.c.data)
+                .where(leaves_t.c.run_id == info.pk, leaves_t.c.idx >= start, leaves_t.c.idx < end)
+                .order_by(leaves_t.c.idx)
+            ).scalars()
+            return [bytes(d) for d in rows]
+
+    def tree(self, info: RunInfo) -> MerkleTree:
+        """The run's Merkle tree with at least ``info.size`` leaves, cached per process."""
+        with self._trees_lock:
+            entry = self._trees.get(info.pk)
+            if entry is None:
+                entry = self._trees[info.pk] = (threading.Lock(), MerkleTree())
+                while len(self._trees) > self._tree_cache_runs:
+                    self._trees.popitem(last=False)
+            self._trees.move_to_end(info.pk)
+        lock, tree = entry
+        with lock:
+            if tree.size < info.size:
+                with self.reader.connect() as conn:
+                    rows = conn.execute(
+                        select(leaves_t.c.leaf_hash)
+                        .where(
+                            leaves_t.c.run_id == info.pk,
+                            leaves_t.c.idx >= tree.size,
+                            leaves_t.c.idx < info.size,
+                        )
+                        .order_by(leaves_t.c.idx)
+                    ).scalars()
+                    for h in rows:
+                        tree.append_hash(bytes(h))
+            return tree
+
+    # --- blobs and statements ---------------------------------------------------------------
+
+    def put_blob(self, info: RunInfo, digest: str, document: Any) -> bool:
+        """Store ``document`` under ``digest`` (its SHA-256 name); returns False if already held."""
+        data = canonical_json(document)
+        got = sha256_digest(data)
+        if got != digest:
+            raise FormatError(
+                "blob does not hash to its name: name it sha256 of its RFC 8785 bytes",
+                expected=digest,
+                got=got,
+            )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(blobs_t).values(run_id=info.pk, digest=digest, body=data))
+        except IntegrityError:
+            return False
+        return True
+
+    def blobs(self, info: RunInfo) -> dict[str, Any]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(blobs_t.c.digest, blobs_t.c.body)
+                .where(blobs_t.c.run_id == info.pk)
+                .order_by(blobs_t.c.digest)
+            ).all()
+        return {str(d): json.loads(bytes(b)) for d, b in rows}
+
+    def blob_digests(self, info: RunInfo) -> list[str]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(blobs_t.c.digest).where(blobs_t.c.run_id == info.pk)
+            ).scalars()
+            return [str(d) for d in rows]
+
+    def put_statement(self, info: RunInfo, statement: Mapping[str, Any]) -> bool:
+        """Store the signed statement; the same one again is a no-op, another one a conflict."""
+        data = canonical_json(dict(statement))
+        with self.engine.begin() as conn:
+            have = conn.execute(
+                select(statements_t.c.body).where(statements_t.c.run_id == info.pk)
+            ).scalar()
+            if have is not None:
+                if bytes(have) != data:
+                    raise ConflictError(
+                        f"run {info.name!r} already has another signed statement",
+                        expected=sha256_digest(bytes(have)),
+                        got=sha256_digest(data),
+                    )
+                return False
+            conn.execute(
+                insert(statements_t).values(run_id=info.pk, body=data, stored_at=int(time.time()))
+            )
+        return True
+
+    def statement(self, info: RunInfo) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            body = conn.execute(
+                select(statements_t.c.body).where(statements_t.c.run_id == info.pk)
+            ).scalar()
+        return None if body is None else dict(json.loads(bytes(body)))
+
+    # --- tokens -----------------------------------------------------------------------------
+
+    def add_token(
+        self, *, name: str, role: str, token_hash: str, runs: Sequence[str] | None
+    ) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(tokens_t).values(
+                    name=name,
+                    role=role,
+                    token_hash=token_hash,
+                    runs=None if runs is None else json.dumps(list(runs)),
+                    created_at=int(time.time()),
+                    revoked_at=None,
+                )
+            )
+            pk = result.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    @staticmethod
+    def _token(row: Any) -> TokenRow:
+        runs = None if row.runs is None else tuple(json.loads(row.runs))
+        return TokenRow(row.id, row.name, row.role, runs, row.created_at, row.revoked_at)
+
+    def find_token(self, token_hash: str) -> TokenRow | None:
+        with self.reader.connect() as conn:
+            row = conn.execute(select(tokens_t).where(tokens_t.c.token_hash == token_hash)).first()
+        return None if row is None else self._token(row)
+
+    def list_tokens(self) -> list[TokenRow]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(tokens_t).order_by(tokens_t.c.id)).all()
+        return [self._token(r) for r in rows]
+
+    def revoke_token(self, ident: str) -> int:
+        """Revoke tokens by id or name; returns how many were revoked."""
+        cond = tokens_t.c.name == ident
+        if ident.isdigit() and len(ident) <= 18:
+            cond = cond | (tokens_t.c.id == int(ident))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(tokens_t)
+                .where(cond, tokens_t.c.revoked_at.is_(None))
+                .values(revoked_at=int(time.time()))
+            )
+            return int(result.rowcount)
+
+    # --- mirror state -----------------------------------------------------------------------
+
+    def mirror_state(self, info: RunInfo) -> tuple[str | None, int, int]:
+        """(MLflow run id, leaves mirrored, tree size of the last bundle uploaded)."""
+        with self.reader.connect() as conn:
+            row = conn.execute(select(mirror_t).where(mirror_t.c.run_id == info.pk)).first()
+        if row is None:
+            return None, 0, -1
+        return row.mlflow_run_id, int(row.size), int(row.bundle_size)
+
+    def set_mirror_state(
+        self, info: RunInfo, *, mlflow_run_id: str, size: int, bundle_size: int
+    ) -> None:
+        values = {"mlflow_run_id": mlflow_run_id, "size": size, "bundle_size": bundle_size}
+        for _ in range(2):  # another replica may insert the row between our update and insert
+            try:
+                with self.engine.begin() as conn:
+                    done = conn.execute(
+                        update(mirror_t).where(mirror_t.c.run_id == info.pk).values(**values)
+                    )
+                    if done.rowcount == 0:
+                        conn.execute(insert(mirror_t).values(run_id=info.pk, **values))
+                return
+            except IntegrityError:
+                continue
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.reader is not self.engine:
+            self.reader.dispose()
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    """A SQLite engine in WAL mode. Writers run every transaction as ``BEGIN IMMEDIATE`` (one
+    writer at a time, taken before the first read); readers run each statement on its own
+    (autocommit), which in WAL mode never waits for the writer."""
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        pool_reset_on_return="rollback" if immediate else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,77 @@
+"""The committed data order as a step schedule: segments, whole epochs, resumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attest.canonical import canonical_json, sha256_digest
+from attest.records import Record
+from attest.verifier.dataorder import DataSchedule
+
+BLOBS: dict[str, Any] = {}
+
+
+def _blob(doc: Any) -> str:
+    name = sha256_digest(canonical_json(doc))
+    BLOBS[name] = doc
+    return name
+
+
+def _rec(seq: int, rtype: str, body: dict[str, Any]) -> Record:
+    return Record(rtype, "r", seq, None, "t", body)
+
+
+def _order(seq: int, epoch: int, position: int, ids: list[int], bs: int = 2) -> Record:
+    return _rec(
+        seq,
+        "data.order",
+        {
+            "epoch": epoch,
+            "position": position,
+            "batch_size": bs,
+            "order": _blob({"epoch": epoch, "ids": ids}),
+        },
+    )
+
+
+MANIFEST = _rec(0, "data.manifest", {"dataset": {"size": 6}, "sampler": {"drop_last": False}})
+
+
+def test_segments_follow_each_other_and_cut_a_short_last_batch() -> None:
+    s = DataSchedule.from_records(
+        [MANIFEST, _order(1, 0, 0, [5, 4, 3]), _order(2, 0, 2, [2, 1, 0])], BLOBS.__getitem__
+    )
+    assert [s.batch_ids(i) for i in range(4)] == [[5, 4], [3], [2, 1], [0]]
+    assert s.batch_ids(4) is None
+
+
+def test_whole_epoch_order_with_a_position_starts_mid_epoch() -> None:
+    s = DataSchedule.from_records(
+        [MANIFEST, _order(1, 0, 1, [0, 1, 2, 3, 4, 5])], BLOBS.__getitem__
+    )
+    assert [s.batch_ids(i) for i in range(3)] == [[2, 3], [4, 5], None]
+
+
+def test_resume_supersedes_steps_after_its_checkpoint() -> None:
+    records = [
+        MANIFEST,
+        _order(1, 0, 0, [0, 1, 2, 3, 4, 5]),  # steps 0..2
+        _rec(
+            2,
+            "run.resume",
+            {"step": 1, "from_checkpoint": "x", "data_position": {"epoch": 0, "batch": 1}},
+        ),
+        _order(3, 0, 1, [9, 8, 7, 6]),  # the restarted loader: steps 1..2
+    ]
+    s = DataSchedule.from_records(records, BLOBS.__getitem__)
+    assert [s.batch_ids(i) for i in range(4)] == [[0, 1], [9, 8], [7, 6], None]
+    assert not s.problems
+
+
+def test_resume_past_the_committed_order_is_a_problem() -> None:
+    records = [
+        MANIFEST,
+        _order(1, 0, 0, [0, 1]),
+        _rec(2, "run.resume", {"step": 5, "from_checkpoint": "x", "data_position": {}}),
+    ]
+    assert DataSchedule.from_records(records, BLOBS.__getitem__).problems

@@ -1,0 +1,139 @@
+"""The committed data order as a step → sample-ids schedule (docs/verifying.md, check 2).
+
+A run commits the sample ids it trains on in ``data.order`` records: each names a blob
+``{"epoch": e, "ids": [...]}``, the number of ids per step ``batch_size`` (global under DDP: all
+ranks' ids of one step, rank 0 first) and ``position``, the epoch's batch index of the first
+batch the record applies to. Two shapes of blob are read:
+
+- a *segment* (what the recorder writes at each flush): ``ids`` lists exactly the batches of the
+  steps that follow, batch ``position`` first, so step ``k`` of the segment is
+  ``ids[k·B : (k+1)·B]`` and the segment covers ``ceil(len(ids) / B)`` steps (the last batch of
+  an epoch may be shorter);
+- a *whole epoch* (every sample id of the epoch, ``len(ids)`` equal to ``data.manifest``'s dataset
+  size, ``position > 0``): step ``k`` of the segment is batch ``position + k``; a short final
+  batch counts unless the sampler's ``drop_last`` is set.
+
+Segments follow each other in log order: the first starts at step 0, each next one where the one
+before ran out. A ``run.resume`` at step ``s`` abandons what was scheduled from ``s`` on (steps
+logged after the checkpoint it resumes from are superseded) and the next ``data.order`` starts
+at ``s``. :meth:`DataSchedule.batch_ids` answers ``None`` for a step no segment covers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from attest.errors import FormatError
+from attest.records import Record
+
+__all__ = ["DataSchedule", "Segment"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Steps ``[start, start + count)`` take batches ``base, base+1, …`` of ``ids``."""
+
+    start: int
+    count: int
+    epoch: int
+    position: int
+    batch: int
+    base: int
+    ids: tuple[int, ...]
+    order_seq: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count
+
+    def ids_at(self, step: int) -> list[int]:
+        b = self.base + (step - self.start)
+        return list(self.ids[b * self.batch : (b + 1) * self.batch])
+
+
+@dataclass(frozen=True)
+class DataSchedule:
+    segments: tuple[Segment, ...]
+    problems: tuple[str, ...]
+
+    def batch_ids(self, step: int) -> list[int] | None:
+        for seg in reversed(self.segments):
+            if seg.start <= step < seg.stop:
+                return seg.ids_at(step)
+        return None
+
+    @classmethod
+    def from_records(cls, records: Sequence[Record], blob: Callable[[str], Any]) -> DataSchedule:
+        size: int | None = None
+        drop_last = False
+        for r in records:
+            if r.type == "data.manifest":
+                dataset, sampler = r.body.get("dataset"), r.body.get("sampler")
+                if isinstance(dataset, dict) and isinstance(dataset.get("size"), int):
+                    size = dataset["size"]
+                if isinstance(sampler, dict):
+                    drop_last = sampler.get("drop_last") is True
+                break
+        segments: list[Segment] = []
+        problems: list[str] = []
+        next_start = 0
+        for r in records:
+            if r.type == "data.order":
+                ids = _order_ids(blob(str(r.body["order"])), r.body["epoch"], where=r.seq)
+                bs, position = int(r.body["batch_size"]), int(r.body["position"])
+                if bs <= 0 or position < 0:
+                    raise FormatError(
+                        f"record {r.seq}: data.order batch_size must be positive and position"
+                        " non-negative",
+                        got={"batch_size": bs, "position": position},
+                    )
+                whole = size is not None and len(ids) == size and position > 0
+                total = len(ids) / bs
+                batches = math.floor(total) if whole and drop_last else math.ceil(total)
+                base = position if whole else 0
+                seg = Segment(
+                    next_start,
+                    max(batches - base, 0),
+                    int(r.body["epoch"]),
+                    position,
+                    bs,
+                    base,
+                    ids,
+                    r.seq,
+                )
+                segments.append(seg)
+                next_start = seg.stop
+            elif r.type == "run.resume":
+                step = int(r.body["step"])
+                if step > next_start:
+                    problems.append(
+                        f"record {r.seq}: run.resume at step {step}, but the committed order"
+                        f" only reaches step {next_start}"
+                    )
+                kept = [s for s in segments if s.start < step]
+                segments = [
+                    replace(s, count=min(s.count, step - s.start)) if s.stop > step else s
+                    for s in kept
+                ]
+                next_start = step
+        return cls(tuple(segments), tuple(problems))
+
+
+def _order_ids(doc: Any, epoch: object, *, where: int) -> tuple[int, ...]:
+    if not isinstance(doc, dict) or set(doc) != {"epoch", "ids"}:
+        raise FormatError(f"record {where}: data.order blob must be {{'epoch', 'ids'}}")
+    if doc["epoch"] != epoch:
+        raise FormatError(
+            f"record {where}: data.order blob is for another epoch",
+            expected=epoch,
+            got=doc["epoch"],
+        )
+    ids = doc["ids"]
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
+        raise FormatError(f"record {where}: data.order blob ids must be a list of integers")
+    return tuple(ids)

@@ -1,0 +1,1 @@
+"""The policies shipped with attest: strict.json and permissive.json (docs/verifying.md)."""

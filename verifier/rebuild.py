@@ -1,0 +1,203 @@
+"""Re-create a run's model, dataset and batches from what ``run.start`` records (docs/verifying.md,
+checks 3 and 4).
+
+The init recipe ``seed-then-construct`` (docs/formats.md, ``run.start.init``) is: seed Python's
+``random``, numpy's legacy global generator and torch (CPU and every CUDA device) with the
+recorded seed, exactly as ``lightning.seed_everything(seed)`` does, then call
+``import_path(**init_args)``; the module's ``state_dict()`` is the init. :func:`build_model`
+replays that recipe and restores the caller's generator states afterwards, so a verification
+leaves no trace on the process.
+
+The dataset is rebuilt the same way from ``run.start.config["data"] = {"import_path": ...,
+"init_args": {...}}`` (a ``torch.utils.data.Dataset`` whose item ``i`` is what the training
+loader collated; the demo's is ``(i, x, y)``). With ``--data DIR`` the folder is passed to the
+dataset as its ``data_dir`` or ``root`` argument when its constructor takes one.
+
+**The loss of a batch** (:func:`batch_loss`), in order of preference: the model's
+``attest_loss(batch)`` method (the documented replay hook), a LightningModule's ``training_step(batch, batch_idx)`` (a tensor or a mapping with ``"loss"``),
+else ``cross_entropy(model(x), y)`` for a batch ``(ids, x, y)`` or ``(x, y)``.
+
+Importing runs code the bundle names. Only classes are called, and only subclasses of
+``torch.nn.Module`` (models) or ``torch.utils.data.Dataset`` (datasets); the callers import
+nothing for a bundle whose trainer signature is not trusted by the policy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import random
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attest.errors import AttestError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "RebuildError",
+    "batch_loss",
+    "build_dataset",
+    "build_model",
+    "collate",
+    "import_object",
+    "preserved_rng",
+    "seed_everything",
+]
+
+
+class RebuildError(AttestError):
+    """The model or dataset named by the bundle cannot be imported or constructed here."""
+
+    def __init__(self, message: str, *, module: str, expected: object = None, got: object = None):
+        super().__init__(message, expected=expected, got=got)
+        self.module = module
+
+
+def import_object(path: str) -> Any:
+    """Resolve ``"package.module:Qualified.Name"`` (the recorded import path)."""
+    module_name, sep, qualname = path.partition(":")
+    if not sep or not module_name or not qualname:
+        raise RebuildError(
+            f"import path {path!r} must look like 'package.module:Class'", module=module_name
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # any failure of foreign code means "could not check"
+        raise RebuildError(
+            f"cannot import {module_name} ({type(exc).__name__}: {exc}); install the trainer's"
+            " code at the recorded revision",
+            module=module_name,
+        ) from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RebuildError(
+                f"module {module_name} has no {qualname}", module=module_name
+            ) from None
+    return obj
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy and torch the way ``lightning.seed_everything`` does (without
+    touching environment variables)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore the Python, numpy and torch CPU generator states on exit."""
+    import numpy as np
+    import torch
+
+    py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(th)
+
+
+def _construct(path: str, args: Mapping[str, Any], base: type, what: str) -> Any:
+    cls = import_object(path)
+    module = path.partition(":")[0]
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        raise RebuildError(
+            f"{path} is not a {base.__module__}.{base.__qualname__} subclass; refusing to call it"
+            f" as a {what}",
+            module=module,
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls(**dict(args))
+    except Exception as exc:
+        raise RebuildError(
+            f"{path}(**init_args) failed: {type(exc).__name__}: {exc}", module=module
+        ) from None
+
+
+def build_model(import_path: str, init_args: Mapping[str, Any], *, seed: int) -> torch.nn.Module:
+    """The recipe ``seed-then-construct``: a fresh model exactly as the run built its init."""
+    import torch
+
+    with preserved_rng():
+        seed_everything(seed)
+        model: torch.nn.Module = _construct(import_path, init_args, torch.nn.Module, "model")
+    return model
+
+
+def build_dataset(spec: Mapping[str, Any], *, data_dir: Path | None = None) -> Any:
+    """The dataset named by ``run.start.config["data"]``."""
+    import torch.utils.data
+
+    path = spec.get("import_path")
+    args = spec.get("init_args", {})
+    if not isinstance(path, str) or not isinstance(args, dict):
+        raise RebuildError(
+            "run.start.config.data must be {'import_path': str, 'init_args': {...}}",
+            module=str(path),
+        )
+    args = dict(args)
+    if data_dir is not None:
+        try:
+            params = inspect.signature(import_object(path)).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        for name in ("data_dir", "root"):
+            if name in params:
+                args[name] = str(data_dir)
+                break
+    with preserved_rng():
+        return _construct(path, args, torch.utils.data.Dataset, "dataset")
+
+
+def collate(dataset: Any, ids: Sequence[int]) -> Any:
+    """The batch a default DataLoader would have built from ``ids``."""
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[i] for i in ids])
+
+
+def batch_loss(model: torch.nn.Module, batch: Any, batch_idx: int = 0) -> torch.Tensor:
+    """The training loss of ``batch`` (see the module docstring for the protocol)."""
+    import torch
+    from torch.nn import functional as F
+
+    hook = getattr(model, "attest_loss", None)
+    if callable(hook):
+        out = hook(batch)
+        if isinstance(out, torch.Tensor):
+            return out
+    step = getattr(model, "training_step", None)
+    if callable(step):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log() without a Trainer
+            out = step(batch, batch_idx)
+        if isinstance(out, Mapping):
+            out = out.get("loss")
+        if isinstance(out, torch.Tensor):
+            return out
+        raise RebuildError(
+            "training_step returned no loss tensor; add an attest_loss(batch) method",
+            module=type(model).__module__,
+        )
+    if isinstance(batch, (list, tuple)) and len(batch) in (2, 3):
+        x, y = batch[-2], batch[-1]
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    raise RebuildError(
+        "cannot compute the loss of a batch: give the model an attest_loss(batch) method",
+        module=type(model).__module__,
+    )

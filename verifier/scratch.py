@@ -1,0 +1,369 @@
+"""Check 3: was the model trained from scratch? (docs/verifying.md, "from scratch")
+
+Four results, ids stable:
+
+``scratch.init_recreated`` (cryptographic) — the model is rebuilt from ``run.start.model``
+(import path + init args) with ``run.start.init.seed`` by the recipe ``seed-then-construct``
+(:mod:`attest.verifier.rebuild`); every tensor's digest must equal the committed init's
+(``weights.init``), except tensors under a declared component's prefix, which check 5 covers.
+A class that cannot be imported here is "could not check", naming the module — never a pass.
+
+``scratch.init_random`` (statistical) — the init weights (the rebuilt ones when they matched,
+else ``state_dir/step-0/model.safetensors`` or ``<--data>/init.safetensors`` whose digest equals
+the committed init) must look like a fresh random init: exact constants, per-tensor
+distribution tests against the declared init (the model rebuilt with another seed) combined by
+Holm and Fisher at the policy's ``statistics.alpha`` (default 0.01), and no eigenvalue past the
+Marchenko–Pastur edge (:mod:`attest.verifier.initstats`). A constructor that quietly loads
+trained weights passes ``init_recreated`` (the seed reproduces it) and fails here.
+
+``scratch.step0_loss`` (statistical) — a fresh init predicts no better than chance: the logged
+loss of step 0 must be at least ``(1 − 0.1)·ln V`` (``V`` from ``init_args.vocab_size``). With
+the init weights and the dataset (``run.start.config.data``), batch 0 is re-run: the recomputed
+loss must equal the logged one (within 1e-3 relative: float32 on other hardware), and must not
+sit below the loss the same logits give a uniformly random label, ``U = mean(logsumexp(z) −
+mean(z))`` (≈ ln V + s²/2 for logit spread ``s``), by more than ``0.1·ln V + s``. A warm start
+sits near its parent's converged loss, far below both.
+
+``scratch.update_bound`` — see :mod:`attest.verifier.updatebound`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from attest.digest import digest_safetensors, digest_state_dict
+from attest.errors import AttestError
+from attest.verifier.context import VerifyContext
+from attest.verifier.initstats import assess_init
+from attest.verifier.rebuild import RebuildError, batch_loss, build_dataset, build_model, collate
+from attest.verifier.replay import recorded_root, verified_weights
+from attest.verifier.result import Basis, CheckResult, Status
+from attest.verifier.updatebound import check_update_bound
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LOSS_MATCH", "STEP0_MARGIN", "check_from_scratch"]
+
+STEP0_MARGIN = 0.1  # fraction of ln V a fresh init's step-0 loss may sit below chance
+LOSS_MATCH = 1e-3  # relative: recomputed vs logged step-0 loss
+
+_T = {
+    "init_recreated": "Init re-created from seed and recipe",
+    "init_random": "Init weights look like a fresh random init",
+    "step0_loss": "Step-0 loss is that of an untrained model",
+    "update_bound": "Updates between checkpoints within what the learning rates allow",
+}
+
+
+def _result(key: str, status: Status, why: str, basis: Basis, **evidence: Any) -> CheckResult:
+    return CheckResult(f"scratch.{key}", _T[key], status, why, basis, evidence)
+
+
+@dataclass
+class _Init:
+    """What the checks share: the rebuilt model, the init weights and where they came from."""
+
+    model: Any = None  # torch.nn.Module rebuilt with the recorded seed
+    matched: bool = False
+    problem: str | None = None  # why the rebuild could not run
+    module: str | None = None
+    weights: dict[str, Any] | None = None  # init state dict (torch tensors)
+    source: str | None = None
+    exempt: tuple[str, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def check_from_scratch(ctx: VerifyContext) -> list[CheckResult]:
+    """The four ``scratch.*`` results."""
+    init = _Init()
+    results = [_init_recreated(ctx, init)]
+    for fn in (_init_random, _step0_loss, _update_bound):  # each may be "could not check"
+        key = fn.__name__[1:]
+        try:
+            results.append(fn(ctx, init))
+        except RebuildError as exc:
+            results.append(
+                _result(
+                    key,
+                    Status.SKIPPED,
+                    f"could not check: {exc.message}",
+                    Basis.STATISTICAL,
+                    module=exc.module,
+                )
+            )
+        except AttestError as exc:
+            results.append(
+                _result(key, Status.SKIPPED, f"could not check: {exc.message}", Basis.STATISTICAL)
+            )
+    return results
+
+
+# --- init re-creation ----------------------------------------------------------------------
+
+
+def _init_recreated(ctx: VerifyContext, init: _Init) -> CheckResult:
+    key, basis = "init_recreated", Basis.CRYPTOGRAPHIC
+    try:
+        start = ctx.run_start
+        committed = ctx.init_digest()
+    except AttestError as exc:
+        init.problem = exc.message
+        return _result(key, Status.SKIPPED, f"could not check: {exc.message}", basis)
+    init.exempt = tuple(
+        str(c["prefix"])
+        for c in start.get("components", [])
+        if isinstance(c, dict) and isinstance(c.get("prefix"), str)
+    )
+    spec, recipe = start.get("model", {}), start.get("init", {})
+    seed = recipe.get("seed")
+    if recipe.get("recipe") != "seed-then-construct" or not isinstance(seed, int):
+        init.problem = "no seed-then-construct recipe with a seed"
+        return _result(
+            key,
+            Status.SKIPPED,
+            "could not check: the run committed no seed-then-construct recipe with a"
+            " seed, so its init cannot be re-created",
+            basis,
+            init=dict(recipe),
+        )
+    if ctx.trainer_key is None:
+        init.problem = "untrusted bundle"
+        return _result(
+            key,
+            Status.SKIPPED,
+            "could not check: not running code named by a bundle whose trainer key is not trusted",
+            basis,
+        )
+    path = str(spec.get("import_path"))
+    try:
+        init.model = build_model(path, spec.get("init_args", {}), seed=seed)
+    except RebuildError as exc:
+        init.problem, init.module = exc.message, exc.module
+        return _result(
+            key,
+            Status.SKIPPED,
+            f"could not check: {exc.message}",
+            basis,
+            module=exc.module,
+            import_path=path,
+        )
+    state = {k: v.detach() for k, v in init.model.state_dict().items()}
+    got = digest_state_dict(state, algorithm=ctx.algorithm)
+    diff = committed.diff(got)
+    exempt = [n for n in (*diff.added, *diff.removed, *diff.changed) if n.startswith(init.exempt)]
+    bad = [line for line in diff.lines() if not line[2:].startswith(init.exempt)]
+    evidence = {
+        "import_path": path,
+        "seed": seed,
+        "expected": committed.hex,
+        "got": got.hex,
+        "exempt_component_tensors": len(exempt),
+    }
+    if bad:
+        return _result(
+            key,
+            Status.FAIL,
+            f"the model rebuilt with seed {seed} differs from the committed init in"
+            f" {len(bad)} tensor(s): the init is not what the recipe produces",
+            basis,
+            **evidence,
+            tensor_diff=bad[:20],
+        )
+    init.matched = True
+    init.weights, init.source = state, "re-created from the recipe"
+    return _result(
+        key,
+        Status.PASS,
+        f"{path} with seed {seed} re-creates the committed init"
+        + (f" (declared component tensors exempt: {len(exempt)})" if exempt else ""),
+        basis,
+        **evidence,
+    )
+
+
+def _load_init(ctx: VerifyContext, init: _Init) -> None:
+    """Init weights from a state file when the rebuild did not produce them."""
+    if init.weights is not None:
+        return
+    from safetensors.torch import load_file
+
+    path, why = verified_weights(ctx, 0)
+    if path is None and ctx.data_dir is not None and (ctx.data_dir / "init.safetensors").is_file():
+        candidate = ctx.data_dir / "init.safetensors"
+        got = digest_safetensors(candidate, algorithm=ctx.algorithm).hex
+        path = candidate if got == recorded_root(ctx, 0) else None
+        why = why if path is not None else f"{candidate} does not match the committed init"
+    if path is None:
+        init.evidence["init_weights"] = why
+        return
+    init.weights, init.source = load_file(str(path)), str(path)
+
+
+# --- init randomness -----------------------------------------------------------------------
+
+
+def _init_random(ctx: VerifyContext, init: _Init) -> CheckResult:
+    key, basis = "init_random", Basis.STATISTICAL
+    _load_init(ctx, init)
+    if init.weights is None:
+        return _result(
+            key,
+            Status.SKIPPED,
+            "could not check: no init weights (the rebuild did"
+            " not match and no state file of step 0 was given)",
+            basis,
+            **init.evidence,
+        )
+    reference = parameters = None
+    seed = ctx.run_start.get("init", {}).get("seed")
+    if init.model is not None:
+        spec = ctx.run_start["model"]
+        other = build_model(
+            str(spec["import_path"]), spec.get("init_args", {}), seed=(int(seed or 0) + 1) % 2**32
+        )
+        reference = _numpy(other.state_dict())
+        parameters = {n for n, _ in init.model.named_parameters()}
+    tensors = {k: v for k, v in _numpy(init.weights).items() if not k.startswith(init.exempt)}
+    alpha = float(ctx.policy.statistics.get("alpha", 0.01))
+    verdict = assess_init(tensors, reference=reference, parameters=parameters, alpha=alpha)
+    evidence = verdict.to_json() | {
+        "source": init.source,
+        "declared_init": "model rebuilt with another seed"
+        if reference is not None
+        else "zero-centred truncated-normal family (no rebuild available)",
+    }
+    if not verdict.passed:
+        return _result(key, Status.FAIL, "; ".join(verdict.reasons), basis, **evidence)
+    return _result(
+        key,
+        Status.PASS,
+        f"{len(tensors)} tensors: exact constants, distribution tests (α={alpha}) and"
+        " spectra are those of a fresh random init",
+        basis,
+        **evidence,
+    )
+
+
+def _numpy(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    import torch
+
+    out: dict[str, Any] = {}
+    for k, v in state.items():
+        t = v.detach().cpu()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        out[k] = t.numpy()
+    return out
+
+
+# --- step-0 loss ---------------------------------------------------------------------------
+
+
+def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
+    import torch
+
+    key, basis = "step0_loss", Basis.STATISTICAL
+    row = next((r for r in ctx.steps() if r.step == 0), None)
+    if row is None or row.loss is None:
+        return _result(key, Status.SKIPPED, "could not check: no logged loss for step 0", basis)
+    logged = row.loss
+    args = ctx.run_start.get("model", {}).get("init_args", {})
+    vocab = args.get("vocab_size") if isinstance(args, dict) else None
+    evidence: dict[str, Any] = {"logged": logged, "margin": STEP0_MARGIN}
+    recomputed = uniform = spread = None
+    data = ctx.run_start.get("config", {}).get("data")
+    if init.weights is not None and init.model is not None and isinstance(data, dict):
+        ids = ctx.batch_ids(0)
+        if ids is not None:
+            dataset = build_dataset(data, data_dir=ctx.data_dir)
+            batch = collate(dataset, ids)
+            init.model.load_state_dict(init.weights)
+            init.model.train()
+            with torch.no_grad():
+                recomputed = float(batch_loss(init.model, batch, 0).item())
+                uniform, spread, v = _logit_stats(init.model, batch)
+            vocab = vocab or v
+            evidence |= {
+                "recomputed": recomputed,
+                "uniform_label_loss": uniform,
+                "logit_spread": spread,
+                "batch_ids": len(ids),
+            }
+    if not isinstance(vocab, int) or vocab < 2:
+        return _result(
+            key,
+            Status.SKIPPED,
+            "could not check: the vocabulary size is unknown"
+            " (no init_args.vocab_size and no recomputed logits)",
+            basis,
+            **evidence,
+        )
+    ln_v = math.log(vocab)
+    floor = (1 - STEP0_MARGIN) * ln_v
+    evidence |= {"vocab_size": vocab, "ln_vocab": ln_v, "floor": floor}
+    if logged < floor:
+        return _result(
+            key,
+            Status.FAIL,
+            f"step-0 loss {logged:.4g} is below chance ln V = {ln_v:.4g} by more than"
+            f" {STEP0_MARGIN:.0%}: the run started from trained weights",
+            basis,
+            **evidence,
+        )
+    if recomputed is not None:
+        if abs(recomputed - logged) > LOSS_MATCH * max(1.0, abs(logged)):
+            return _result(
+                key,
+                Status.FAIL,
+                f"batch 0 on the init weights gives loss {recomputed:.6g}, the log"
+                f" says {logged:.6g}",
+                basis,
+                **evidence,
+            )
+        if uniform is not None and spread is not None:
+            slack = STEP0_MARGIN * ln_v + spread
+            if recomputed < uniform - slack:
+                return _result(
+                    key,
+                    Status.FAIL,
+                    f"the init predicts batch 0 far better than chance (loss"
+                    f" {recomputed:.4g} vs {uniform:.4g} for random labels)",
+                    basis,
+                    **evidence,
+                )
+    how = "recomputed on batch 0 and " if recomputed is not None else ""
+    return _result(
+        key,
+        Status.PASS,
+        f"step-0 loss {logged:.4g} ({how}≈ ln V = {ln_v:.4g}) is an untrained model's",
+        basis,
+        **evidence,
+    )
+
+
+def _logit_stats(model: Any, batch: Any) -> tuple[float | None, float | None, int | None]:
+    """Uniform-label loss ``mean(lse(z) − mean(z))``, logit spread and V, when ``model(x)``
+    returns logits."""
+    import torch
+
+    if not isinstance(batch, (list, tuple)) or len(batch) not in (2, 3):
+        return None, None, None
+    try:
+        z = model(batch[-2])
+    except Exception:
+        return None, None, None
+    if not isinstance(z, torch.Tensor) or z.dim() < 2:
+        return None, None, None
+    z = z.reshape(-1, z.shape[-1]).double()
+    uniform = float((torch.logsumexp(z, dim=-1) - z.mean(dim=-1)).mean())
+    spread = float(z.std(dim=-1).mean())
+    return uniform, spread, int(z.shape[-1])
+
+
+def _update_bound(ctx: VerifyContext, init: _Init) -> CheckResult:
+    params = {n for n, _ in init.model.named_parameters()} if init.model is not None else None
+    return check_update_bound(ctx, parameters=params)

@@ -1,0 +1,224 @@
+"""Check 3, ``scratch.update_bound``: weights moved no more than the logged learning rates allow
+(docs/verifying.md, "from scratch").
+
+Statistical, and a proof where it fails: between successive checkpoints
+with state files, every parameter moved no more than the logged learning rates allow. For
+Adam/AdamW, ``|m̂_t/√v̂_t| ≤ C_t = (1−β₁)/(1−β₁ᵗ)·√((1−β₂ᵗ)/(1−β₂))·√((1−γᵗ)/(1−γ))``,
+``γ = β₁²/β₂`` (Cauchy–Schwarz; 1 at t = 1, ≈ 7.3 for the default betas), so
+``|Δθᵢ| ≤ Σ_t lr_t·(C_t + wd·Mᵢ)`` with ``Mᵢ`` bounding ``|θᵢ|`` over the interval; any
+coordinate past it is a jump no Adam trajectory can make. For SGD the whole-model bound is
+``‖Δθ‖ ≤ Σ_t lr_t‖u_t‖`` with ``‖u_t‖`` built from the logged gradient norms and the momentum
+recursion. The RMS movement per tensor over ``Σ lr`` is reported; above 1.5 (faster than Adam
+moves in practice) it is a warning.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from attest.verifier.context import VerifyContext
+from attest.verifier.replay import verified_weights
+from attest.verifier.result import Basis, CheckResult, Status
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["UPDATE_WARN", "adam_step_bound", "check_update_bound"]
+
+UPDATE_WARN = 1.5  # RMS |Δθ| / Σ lr above which a tensor moved faster than Adam normally does
+_ROUNDING = 1e-6  # float32 rounding allowance per unit of |θ| and step
+_TITLE = "Updates between checkpoints within what the learning rates allow"
+
+
+def _result(key: str, status: Status, why: str, basis: Basis, **evidence: Any) -> CheckResult:
+    return CheckResult("scratch.update_bound", _TITLE, status, why, basis, evidence)
+
+
+def adam_step_bound(t: int, beta1: float, beta2: float) -> float:
+    """Largest ``|m̂_t / √v̂_t|`` any gradient sequence can give at Adam step ``t ≥ 1``."""
+    gamma = beta1 * beta1 / beta2
+    series = t if abs(1 - gamma) < 1e-12 else (1 - gamma**t) / (1 - gamma)
+    return (
+        (1 - beta1) / (1 - beta1**t) * math.sqrt((1 - beta2**t) / (1 - beta2)) * math.sqrt(series)
+    )
+
+
+def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> CheckResult:
+    """The ``scratch.update_bound`` result (``parameters``: trainable names, when known)."""
+    from safetensors.torch import load_file
+
+    from attest.statefiles import load_state
+
+    key, basis = "update_bound", Basis.STATISTICAL
+    marks = [(0, None)] + [(int(c["step"]), c) for c in ctx.checkpoints()]
+    have = [(s, c) for s, c in marks if verified_weights(ctx, s)[0] is not None]
+    if len(have) < 2:
+        return _result(
+            key,
+            Status.SKIPPED,
+            "could not check: fewer than two checkpoints with"
+            " state files whose digests match the log",
+            basis,
+        )
+    rows = {r.step: r for r in ctx.steps()}
+    params = parameters
+    intervals: list[dict[str, Any]] = []
+    failures: list[str] = []
+    warnings: list[str] = []
+    for (a, _), (b, body_b) in itertools.pairwise(have):
+        folder = ctx.state_folder(b)
+        assert folder is not None
+        groups = load_state(folder).optimizer["param_groups"] if body_b is not None else []
+        wa = load_file(str(verified_weights(ctx, a)[0]))
+        wb = load_file(str(verified_weights(ctx, b)[0]))
+        lrs = [rows[t].lr for t in range(a, b) if t in rows]
+        if len(lrs) != b - a or not groups:
+            return _result(
+                key,
+                Status.SKIPPED,
+                f"could not check: steps {a}–{b} lack logged learning rates or optimizer state",
+                basis,
+            )
+        scale = max(float(g.get("lr", 0)) for g in groups) / max(
+            float(groups[0].get("lr", 0)), 1e-300
+        )
+        scale = max(scale, 1.0)
+        names = [
+            k
+            for k in wb
+            if k in wa
+            and (params is None or k in params)
+            and wb[k].is_floating_point()
+            and not _is_buffer(k)
+        ]
+        report: dict[str, Any] = {"from": a, "to": b, "sum_lr": sum(lrs)}
+        if "betas" in groups[0]:
+            worst, rms = _adam_interval(groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names})
+            report |= {
+                "optimizer": "adam",
+                "worst_ratio": worst[1],
+                "worst_tensor": worst[0],
+                "max_rms_ratio": max(rms.values(), default=0.0),
+            }
+            if worst[1] > 1.0:
+                failures.append(
+                    f"steps {a}→{b}: {worst[0]} moved {worst[1]:.2f}× the most Adam"
+                    " can move with the logged learning rates"
+                )
+            loud = [k for k, v in rms.items() if v > UPDATE_WARN]
+            if loud:
+                warnings.append(f"steps {a}→{b}: {loud[0]} moved {rms[loud[0]]:.2f}× Σlr (RMS)")
+        elif "momentum" in groups[0]:
+            norms = [rows[t].grad_norm for t in range(a, b)]
+            if any(g is None for g in norms):
+                return _result(
+                    key,
+                    Status.SKIPPED,
+                    "could not check: SGD bound needs logged gradient norms",
+                    basis,
+                )
+            ratio = _sgd_interval(
+                groups,
+                lrs,
+                [float(g or 0) for g in norms],
+                scale,
+                {k: (wa[k], wb[k]) for k in names},
+                rows,
+                a,
+            )
+            report |= {"optimizer": "sgd", "ratio": ratio}
+            if ratio > 1.0:
+                failures.append(f"steps {a}→{b}: ‖Δθ‖ is {ratio:.2f}× what SGD can move")
+        else:
+            return _result(
+                key,
+                Status.SKIPPED,
+                "could not check: no update bound for an"
+                f" optimizer with parameters {sorted(groups[0])}",
+                basis,
+            )
+        intervals.append(report)
+    evidence = {"intervals": intervals, "constant_rms_warn": UPDATE_WARN}
+    if failures:
+        return _result(key, Status.FAIL, failures[0], basis, **evidence, failures=failures)
+    if warnings:
+        return _result(key, Status.WARN, warnings[0], basis, **evidence, warnings=warnings)
+    return _result(
+        key,
+        Status.PASS,
+        f"{len(intervals)} checkpoint interval(s) move within the logged learning rates",
+        basis,
+        **evidence,
+    )
+
+
+def _is_buffer(name: str) -> bool:
+    return name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def _adam_interval(
+    groups: list[dict[str, Any]],
+    lrs: list[float],
+    a: int,
+    scale: float,
+    pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[tuple[str, float], dict[str, float]]:
+    beta1 = max(float(g["betas"][0]) for g in groups)
+    beta2 = min(float(g["betas"][1]) for g in groups)
+    wd = max(float(g.get("weight_decay", 0.0)) for g in groups)
+    # Coupled decay (Adam) goes through the gradient, which C_t already bounds; decoupled decay
+    # (AdamW, or a group that does not say) shrinks θ by lr·wd·θ per step on top.
+    coupled = all(g.get("decoupled_weight_decay") is False for g in groups)
+    move = sum(lr * scale * adam_step_bound(a + i + 1, beta1, beta2) for i, lr in enumerate(lrs))
+    decay = 0.0 if coupled else sum(lrs) * scale * wd
+    worst = ("", 0.0)
+    rms: dict[str, float] = {}
+    total_lr = sum(lrs) * scale
+    for name, (ta, tb) in pairs.items():
+        x, y = ta.double(), tb.double()
+        delta = (y - x).abs()
+        mag = x.abs() + move  # |θ_t| over the interval: decay only shrinks it
+        allowed = move * (1 + 1e-5) + decay * mag + _ROUNDING * (len(lrs) + 1) * mag
+        ratio = float((delta / allowed).max()) if delta.numel() else 0.0
+        if ratio > worst[1]:
+            worst = (name, ratio)
+        if total_lr > 0 and delta.numel():
+            rms[name] = float(delta.pow(2).mean().sqrt()) / total_lr
+    return worst, rms
+
+
+def _sgd_interval(
+    groups: list[dict[str, Any]],
+    lrs: list[float],
+    norms: list[float],
+    scale: float,
+    pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    rows: Mapping[int, Any],
+    a: int,
+) -> float:
+    mu = max(float(g.get("momentum", 0.0)) for g in groups)
+    damp = min(float(g.get("dampening", 0.0)) for g in groups)
+    nesterov = any(g.get("nesterov") for g in groups)
+    wd = max(float(g.get("weight_decay", 0.0)) for g in groups)
+    na = math.sqrt(sum(float(p[0].double().pow(2).sum()) for p in pairs.values()))
+    nb = math.sqrt(sum(float(p[1].double().pow(2).sum()) for p in pairs.values()))
+    delta = math.sqrt(
+        sum(float((p[1].double() - p[0].double()).pow(2).sum()) for p in pairs.values())
+    )
+    # Momentum carried into the interval is bounded by the logged norms since step 0.
+    buf = 0.0
+    for t in range(a):
+        g = rows[t].grad_norm if t in rows else None
+        buf = mu * buf + (1 - damp if t else 1.0) * (float(g) if g is not None else math.inf)
+    theta = max(na, nb)
+    total = 0.0
+    for i, (lr, g) in enumerate(zip(lrs, norms, strict=True)):
+        geff = g + wd * (theta + total)
+        buf = mu * buf + (1 - damp if a + i else 1.0) * geff if mu else geff
+        step = geff + mu * buf if nesterov else buf
+        total += lr * scale * step
+    allowed = total * (1 + _ROUNDING) + _ROUNDING * theta
+    return delta / allowed if allowed > 0 else (math.inf if delta > 0 else 0.0)
