@@ -36,7 +36,7 @@ from attest.keys import load_server_key, save_server_key
 from attest.log import LogSigner
 from attest.server.auth import authenticate
 from attest.server.deps import COOKIE, AppState
-from attest.server.errors import error_body, status_for
+from attest.server.errors import ForbiddenError, error_body, status_for
 from attest.server.mirror import Mirror
 from attest.server.routers import bundle, health, keys, proofs, report, runs, tlog, tokens
 from attest.server.settings import Settings, get_settings
@@ -98,6 +98,14 @@ class _MlflowGuard:
             reading = method in ("GET", "HEAD", "OPTIONS") or (
                 method == "POST" and _MLFLOW_READ_POST.search(path) is not None
             )
+            if principal.role != "admin" and (principal.role != "reader" or principal.runs):
+                # MLflow lists and serves every run; only tokens that may read all of them
+                # may see it, so a run grant cannot be side-stepped through MLflow's API.
+                raise ForbiddenError(
+                    f"token {principal.name!r} ({principal.role}) may read only some runs, and "
+                    "the MLflow UI shows every run; use the /v1 API, or ask an admin for an "
+                    "unrestricted reader token"
+                )
             if not reading:
                 principal.require_admin()
         except AttestError as exc:

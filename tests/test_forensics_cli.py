@@ -83,3 +83,15 @@ def test_unreadable_input_names_the_fix(tmp_path: Path, folders: dict[str, Path]
         compare, [str(folders["parent"]), str(folders["child"]), "--alpha", "2"]
     )
     assert res.exit_code == 2 and "--alpha" in res.output
+
+
+def test_malformed_vocab_is_bad_input_not_a_finding(
+    tmp_path: Path, folders: dict[str, Path]
+) -> None:
+    """Exit 1 means "derived": a broken input file must never produce it."""
+    (tmp_path / "model.safetensors").write_bytes(
+        next(folders["parent"].glob("*.safetensors")).read_bytes()
+    )
+    (tmp_path / "vocab.json").write_text("{bad")
+    result = CliRunner().invoke(compare, [str(tmp_path), str(folders["parent"])])
+    assert result.exit_code == 2, result.output

@@ -169,6 +169,7 @@ def test_mlflow_run_has_loss_history_and_bundle(
     data = tmp_path / "data"
     admin = make_token("admin", "admin", "--data", str(data))
     trainer = make_token("trainer", "trainer", "--data", str(data))
+    limited = make_token("reader", "limited", "--data", str(data), "--runs", "other-run")
     server = ServerProcess("--data", str(data), log=tmp_path / "server.log").start()
     try:
         key = TrainerKey.generate()
@@ -249,6 +250,16 @@ def test_mlflow_run_has_loss_history_and_bundle(
         assert [(m.step, m.value) for m in history] == expected
         paths = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"bundle.json", "checkpoint.note", "blobs"} <= paths
+        # A run grant cannot be side-stepped through MLflow: tokens limited to some runs (a
+        # reader granted another run, a trainer) may not fetch this run's bundle artifact there.
+        for tok in (limited, trainer):
+            denied = httpx.get(
+                f"{server.url}/get-artifact",
+                params={"path": "bundle.json", "run_uuid": run.info.run_id},
+                headers=auth(tok),
+            )
+            assert denied.status_code == 403, denied.text
+            assert "may read only some runs" in denied.json()["error"]
         local = client.download_artifacts(run.info.run_id, "bundle.json", str(tmp_path))
         bundle = Bundle.read(local)
         assert [r.leaf_data() for r in bundle.records] == [r.leaf_data() for r in records]

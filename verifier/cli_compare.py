@@ -64,6 +64,10 @@ def compare(
     except AttestError as exc:
         click.echo(f"error: {exc.message} (check the model paths)", err=True)
         sys.exit(2)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Malformed input must never exit 1, which means "derived".
+        click.echo(f"error: cannot read the models: {exc!r}; check the model files", err=True)
+        sys.exit(2)
     click.echo(to_json(result) if as_json else to_text(result))
     if html_out is not None:
         html_out.write_text(to_html(result), encoding="utf-8")

@@ -74,12 +74,38 @@ class _Init:
     weights: dict[str, Any] | None = None  # init state dict (torch tensors)
     source: str | None = None
     exempt: tuple[str, ...] = ()
+    # False when the rebuilt weights differ from the committed init in declared-component
+    # tensors: right for testing the rest, wrong for recomputing the model's step-0 loss.
+    complete: bool = True
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def check_from_scratch(ctx: VerifyContext) -> list[CheckResult]:
-    """The four ``scratch.*`` results."""
+    """The four ``scratch.*`` results.
+
+    A fine-tune (``run.start.parent`` set) starts from its parent's final weights by design:
+    its init is checked against the parent by ``components.parent``, and its from-scratch
+    evidence is the parent bundle's own. The init checks are reported as not applicable; the
+    update bound still applies to its own checkpoints.
+    """
     init = _Init()
+    parent = ctx.run_start.get("parent")
+    if isinstance(parent, dict):
+        why = (
+            f"not applicable: a fine-tune of run {parent.get('run')}; its init is the parent's"
+            " final model (components.parent), whose own bundle carries the from-scratch evidence"
+        )
+        results = [
+            _result(
+                key,
+                Status.SKIPPED,
+                why,
+                Basis.CRYPTOGRAPHIC if key == "init_recreated" else Basis.STATISTICAL,
+            )
+            for key in ("init_recreated", "init_random", "step0_loss")
+        ]
+        results.append(_update_bound(ctx, init))
+        return results
     results = [_init_recreated(ctx, init)]
     for fn in (_init_random, _step0_loss, _update_bound):  # each may be "could not check"
         key = fn.__name__[1:]
@@ -175,6 +201,7 @@ def _init_recreated(ctx: VerifyContext, init: _Init) -> CheckResult:
         )
     init.matched = True
     init.weights, init.source = state, "re-created from the recipe"
+    init.complete = not exempt
     return _result(
         key,
         Status.PASS,
@@ -276,7 +303,9 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
     evidence: dict[str, Any] = {"logged": logged, "margin": STEP0_MARGIN}
     recomputed = uniform = spread = None
     data = ctx.run_start.get("config", {}).get("data")
-    if init.weights is not None and init.model is not None and isinstance(data, dict):
+    if not init.complete:
+        evidence["recompute"] = "skipped: declared components replace part of the re-created init"
+    elif init.weights is not None and init.model is not None and isinstance(data, dict):
         ids = ctx.batch_ids(0)
         if ids is not None:
             dataset = build_dataset(data, data_dir=ctx.data_dir)
