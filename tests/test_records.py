@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attest.canonical import canonical_json, strict_json_loads
+from attest.canonical import canonical_json, sha256_digest, strict_json_loads
 from attest.dsse import Envelope
 from attest.errors import ChainError, FormatError, SignatureError
 from attest.keys import TrainerKey
@@ -139,3 +139,13 @@ _KEY = TrainerKey.generate()
 def test_out_of_range_numbers_are_refused() -> None:
     with pytest.raises(FormatError, match="out of range"):
         strict_json_loads('{"loss": 1e999}', what="input")
+
+
+@pytest.mark.parametrize("from_checkpoint", ["plain", 'quote" and \\ backslash', "non-ascii é ☃"])
+def test_leaf_bytes_are_rfc8785_of_the_envelope(
+    trainer_key: TrainerKey, from_checkpoint: str
+) -> None:
+    body = {"step": 1, "from_checkpoint": from_checkpoint, "data_position": {}}
+    signed = RecordWriter("run-1", trainer_key).write("run.resume", body)
+    assert signed.leaf_data() == canonical_json(signed.envelope.to_json())
+    assert signed.record.digest == sha256_digest(canonical_json(signed.record.to_json()))
