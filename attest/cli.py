@@ -138,3 +138,7 @@ def main() -> None:
     except AttestError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,12 +30,14 @@ Destinations: :class:`attest.log.LocalLog` (embedded folder log) and :class:`Htt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -64,9 +66,42 @@ __all__ = [
     "Spool",
     "open_destination",
     "tree_size_of",
+    "yielding_to_training",
 ]
 
 log = logging.getLogger("attest.client")
+
+
+_SWITCH_INTERVAL = 0.0005
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+@contextlib.contextmanager
+def yielding_to_training() -> Iterator[None]:
+    """Run background Python work (hashing bookkeeping, JSON, signing, shipping) so that it
+    delays the training thread as little as possible.
+
+    The training thread releases the GIL inside every torch operation and must take it back
+    afterwards; while a background thread runs Python it only hands the GIL over every
+    ``sys.getswitchinterval()`` seconds (5 ms by default), which stalls each operation of the
+    training step. While at least one background section is active the interval is lowered to
+    0.5 ms, and restored when the last one ends.
+    """
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 class DestinationUnavailable(AttestError):
@@ -336,8 +371,10 @@ class Spool:
     def add_records(self, records: Sequence[SignedRecord]) -> None:
         self._add([{"k": "leaf", "seq": r.record.seq, "env": r.to_json()} for r in records])
 
-    def add_blob(self, document: Any) -> str:
-        digest = sha256_digest(canonical_json(document))
+    def add_blob(self, document: Any, *, canonical: bytes | None = None) -> str:
+        """Spool a blob; ``canonical``, when the caller already has the document's RFC 8785
+        bytes, saves canonicalising it again."""
+        digest = sha256_digest(canonical if canonical is not None else canonical_json(document))
         self._add([{"k": "blob", "doc": document}])
         return digest
 
@@ -491,7 +528,8 @@ class Spool:
                 if self._stop:
                     return
             try:
-                self.ship_once()
+                with yielding_to_training():
+                    self.ship_once()
                 delay = self.backoff[0]
                 self.last_error = None
             except Exception as exc:  # never let the sender die: keep the item and retry

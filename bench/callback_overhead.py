@@ -3,7 +3,9 @@
 Trains the same model from the same seed with and without the callback (checkpoint digest every
 50 steps, embedded local log), alternating the two so machine noise hits both alike, and reports
 the ratio of median step times (time between successive ``on_train_batch_start`` calls, so every
-hook and the optimizer step are included) plus the ratio of whole ``fit`` wall times::
+hook and the optimizer step are included), the ratio of whole ``fit`` wall times and the ratio of
+process CPU time (all threads: hashing, signing and shipping included; least sensitive to other
+load on a shared machine)::
 
     python bench/callback_overhead.py --steps 200 --pairs 3 --out bench/results/callback_overhead.json
 """
@@ -37,7 +39,7 @@ class StepClock(L.Callback):
         self.starts.append(time.perf_counter())
 
 
-def one_run(steps: int, attest: bool, tmp: Path, key: Path, tag: str) -> tuple[float, float]:
+def one_run(steps: int, attest: bool, tmp: Path, key: Path, tag: str) -> tuple[float, float, float]:
     L.seed_everything(0, verbose=False)
     ds = CharDataset()
     model = TinyGPT(ds.vocab_size)
@@ -62,11 +64,11 @@ def one_run(steps: int, attest: bool, tmp: Path, key: Path, tag: str) -> tuple[f
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(model, DataLoader(ds, batch_size=32, shuffle=True))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     deltas = [b - a for a, b in zip(clock.starts[5:], clock.starts[6:], strict=False)]
-    return statistics.median(deltas), wall
+    return statistics.median(deltas), wall, cpu
 
 
 def main() -> None:
@@ -78,8 +80,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="attest-bench-"))
     key = tmp / "trainer.pem"
     TrainerKey.generate().save(key)
-    base: list[tuple[float, float]] = []
-    with_cb: list[tuple[float, float]] = []
+    base: list[tuple[float, float, float]] = []
+    with_cb: list[tuple[float, float, float]] = []
     one_run(20, False, tmp, key, "warm")  # warm-up: imports, allocator, thread pools
     for i in range(args.pairs):
         order = [False, True] if i % 2 == 0 else [True, False]
@@ -90,6 +92,8 @@ def main() -> None:
     step_cb = statistics.median(r[0] for r in with_cb)
     wall_base = statistics.median(r[1] for r in base)
     wall_cb = statistics.median(r[1] for r in with_cb)
+    cpu_base = statistics.median(r[2] for r in base)
+    cpu_cb = statistics.median(r[2] for r in with_cb)
     report = {
         "model": "attest.demo.model:TinyGPT (defaults), CharDataset, batch 32, CPU",
         "parameters": sum(p.numel() for p in TinyGPT(CharDataset().vocab_size).parameters()),
@@ -100,6 +104,9 @@ def main() -> None:
         "step_time_ratio": step_cb / step_base,
         "fit_wall_s": {"without": wall_base, "with": wall_cb},
         "fit_wall_ratio": wall_cb / wall_base,
+        "fit_cpu_s": {"without": cpu_base, "with": cpu_cb},
+        "fit_cpu_ratio": cpu_cb / cpu_base,
+        "runs_step_s": {"without": [r[0] for r in base], "with": [r[0] for r in with_cb]},
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "target_ratio": 1.02,

@@ -1,7 +1,8 @@
 """``attest demo``: the whole product in one command (README quick start).
 
-Trains a tiny GPT from scratch on CPU with the lineage callback, attesting every step to an
-embedded log (no server to start), exports the bundle, writes a policy that trusts the demo's
+Trains a tiny GPT from scratch on CPU with the lineage callback, attesting every step to the log
+server started in-process (SQLite + MLflow's local store under ``DIR/server``; nothing to start by
+hand), exports the bundle, writes a policy that trusts the demo's
 keys, verifies the bundle offline and prints the verdict. ``--out`` then holds exactly what a
 verifier needs — ``bundle.json``, ``model.safetensors``, ``policy.json`` — plus ``report.html``,
 and ``attest verify DIR/bundle.json --model DIR/model.safetensors --policy DIR/policy.json
@@ -19,15 +20,18 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import click
+from safetensors.torch import load_file
 
 from attest.callbacks.info import Component, Parent
+from attest.demo.server import EmbeddedServer, embedded_server
+from attest.demo.train import DemoRun, train_donor, train_run
 from attest.keys import TrainerKey
-from attest.log import LocalLog
 
 __all__ = ["demo"]
 
@@ -35,13 +39,13 @@ SEED = 1234
 DONOR_SEED = 4321
 
 
-def _policy(name: str, key: TrainerKey, log: LocalLog, **changes: Any) -> dict[str, Any]:
+def _policy(name: str, key: TrainerKey, server_vkey: str, **changes: Any) -> dict[str, Any]:
     text = resources.files("attest.verifier").joinpath("policies", f"{name}.json").read_text()
     policy: dict[str, Any] = json.loads(text)
     policy["name"] = f"{name} (demo keys)"
     policy["trust"] = {
         "trainer_keys": [{"pem": key.public.to_pem()}],
-        "server_keys": [log.signer.verifier.to_vkey()],
+        "server_keys": [server_vkey],
     }
     policy.update(changes)
     return policy
@@ -91,28 +95,81 @@ def demo(
     out: Path, steps: int, checkpoint_every: int, replay: int, variant: str | None, quiet: bool
 ) -> None:
     """Train a tiny GPT with attestation, export the bundle and verify it."""
-    from attest.demo.train import train_donor, train_run
     from attest.verifier import Policy, verify_bundle
     from attest.verifier.report_html import render_html
     from attest.verifier.report_text import print_verdict
 
     variant = variant or "scratch"
     if out.exists():
-        if any(out.iterdir()) and not (out / "bundle.json").exists() and not (out / "log").exists():
+        if (
+            any(out.iterdir())
+            and not (out / "bundle.json").exists()
+            and not (out / "server").exists()
+        ):
             raise click.ClickException(
                 f"{out} exists and does not hold a demo; pass --out with a new or demo folder"
             )
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
-    key = TrainerKey.generate()
-    key.save(out / "keys" / "trainer.key")
-    log = LocalLog(out / "log", name="localhost/attest-demo")
-    click.echo(f"attest demo ({variant}): training a tiny GPT on CPU, attesting to {out / 'log'}")
 
     def step(text: str) -> None:
         click.echo(f"  [{time.monotonic() - started:5.1f}s] {text}")
 
+    key = TrainerKey.generate()
+    key.save(out / "keys" / "trainer.key")
+    click.echo(f"attest demo ({variant}): a tiny GPT trained on CPU, every step attested")
+    with embedded_server(out / "server") as server:
+        step(f"log server (with MLflow) listening on {server.url}")
+        result, parent, policy_doc = _train(
+            out, variant, key, server, steps, checkpoint_every, quiet=quiet, step=step
+        )
+        server.flush_mirror()
+    policy_doc["replay"] = {"segments": replay}
+    _write_json(out / "policy.json", policy_doc)
+    step("verifying the bundle offline (signatures, proofs, chain, from-scratch checks, replay)")
+    verdict = verify_bundle(
+        result.bundle,
+        policy=Policy.load(out / "policy.json"),
+        model=result.model,
+        state_dir=result.state_dir,
+        replay=replay,
+        replay_seed=SEED,
+        parent=Path(parent.bundle) if parent else None,
+    )
+    (out / "report.html").write_text(render_html(verdict))
+    print_verdict(verdict)
+    step("done")
+    click.echo(
+        f"\n  bundle:  {out / 'bundle.json'}\n  model:   {result.model}\n"
+        f"  policy:  {out / 'policy.json'}\n  report:  {out / 'report.html'} (open in a browser)\n"
+        f"  MLflow:  run `attest serve --data {out / 'server'}` and open http://127.0.0.1:8080/ "
+        f"(experiment 'attest', run '{result.run}'; the attest page is /runs/{result.run})\n"
+        f"\n  verify again: attest verify {out / 'bundle.json'} --model {result.model} "
+        f"--policy {out / 'policy.json'} --state-dir {result.state_dir}"
+    )
+    sys.exit(verdict.exit_code)
+
+
+def _train(
+    out: Path,
+    variant: str,
+    key: TrainerKey,
+    server: EmbeddedServer,
+    steps: int,
+    checkpoint_every: int,
+    *,
+    quiet: bool,
+    step: Callable[[str], None],
+) -> tuple[DemoRun, Parent | None, dict[str, Any]]:
+    """Train the variant's run(s) against the embedded server; return the run, parent, policy."""
+    common: dict[str, Any] = {
+        "key": key,
+        "destination": server.url,
+        "token": server.token,
+        "checkpoint_every": checkpoint_every,
+        "progress": not quiet,
+    }
     overwrite = None
     components: tuple[Component, ...] = ()
     parent = None
@@ -130,18 +187,7 @@ def demo(
             policy_name = "permissive"
     if variant == "finetune":
         step("training and attesting the parent run")
-        base = train_run(
-            out=out / "parent",
-            run="demo-parent",
-            key=key,
-            destination=log,
-            seed=SEED,
-            steps=steps,
-            checkpoint_every=checkpoint_every,
-            progress=not quiet,
-        )
-        from safetensors.torch import load_file
-
+        base = train_run(out=out / "parent", run="demo-parent", seed=SEED, steps=steps, **common)
         overwrite = load_file(str(base.model))
         parent = Parent(run=base.run, model_root=base.final_root, bundle=base.bundle)
         policy_name = "permissive"
@@ -149,42 +195,16 @@ def demo(
             "finetune": {"allowed": True, "parent_bundles": ["parent/bundle.json"], "max_depth": 4}
         }
     step("training the attested run")
+    finetune = variant == "finetune"
     result = train_run(
         out=out,
         run=f"demo-{variant}",
-        key=key,
-        destination=log,
-        seed=SEED + (1 if variant == "finetune" else 0),
-        steps=steps if variant != "finetune" else max(20, steps // 3),
-        checkpoint_every=checkpoint_every,
+        seed=SEED + (1 if finetune else 0),
+        steps=max(20, steps // 3) if finetune else steps,
         overwrite=overwrite,
         components=components,
         parent=parent,
-        lr=3e-3 if variant != "finetune" else 1e-3,
-        progress=not quiet,
+        lr=1e-3 if finetune else 3e-3,
+        **common,
     )
-    policy_doc = _policy(policy_name, key, log, **changes)
-    policy_doc["replay"] = {"segments": replay}
-    _write_json(out / "policy.json", policy_doc)
-    step("verifying the bundle offline (signatures, proofs, chain, from-scratch checks, replay)")
-    verdict = verify_bundle(
-        result.bundle,
-        policy=Policy.load(out / "policy.json"),
-        model=result.model,
-        state_dir=result.state_dir,
-        replay=replay,
-        replay_seed=SEED,
-        parent=Path(parent.bundle) if parent else None,
-    )
-    (out / "report.html").write_text(render_html(verdict))
-    print_verdict(verdict)
-    step("done")
-    state = " --state-dir " + str(out / "state")
-    click.echo(
-        f"\n  bundle:  {out / 'bundle.json'}\n  model:   {result.model}\n"
-        f"  policy:  {out / 'policy.json'}\n  report:  {out / 'report.html'} (open in a browser)\n"
-        f"  log:     {out / 'log'} (embedded; `attest serve` serves the same formats with MLflow)\n"
-        f"\n  verify again: attest verify {out / 'bundle.json'} --model {result.model} "
-        f"--policy {out / 'policy.json'}{state}"
-    )
-    sys.exit(verdict.exit_code)
+    return result, parent, _policy(policy_name, key, server.server_vkey, **changes)

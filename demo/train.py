@@ -104,6 +104,7 @@ def train_run(
     parent: Parent | None = None,
     lr: float = 3e-3,
     progress: bool = True,
+    token: str | None = None,
 ) -> DemoRun:
     """Train one attested run and leave its bundle, final weights and replay state under ``out``."""
     _quiet()
@@ -119,6 +120,7 @@ def train_run(
     callback = LineageCallback(
         key=key,
         destination=destination,  # type: ignore[arg-type]
+        token=token,
         run=run,
         checkpoint_every=checkpoint_every,
         state_dir=out / "state",

@@ -273,3 +273,16 @@ def test_records_of_another_chain_at_the_same_seq_are_never_skipped(tmp_path: Pa
     with pytest.raises(ChainError, match="reused"):
         spool.ship_once()
     assert spool.pending == 3
+
+
+def test_background_sections_shorten_the_switch_interval_and_restore_it() -> None:
+    import sys
+
+    from attest.client import yielding_to_training
+
+    before = sys.getswitchinterval()
+    with yielding_to_training():
+        with yielding_to_training():
+            assert sys.getswitchinterval() <= 0.0005
+        assert sys.getswitchinterval() <= 0.0005
+    assert sys.getswitchinterval() == before
