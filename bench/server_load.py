@@ -12,7 +12,7 @@ concurrent HTTP clients on loopback (records are signed beforehand; signing is t
 PostgreSQL is used when ``--postgres URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
 is reachable; a scratch database is created and dropped. Prints a table and writes JSON.
 
-    python bench/server.py [--quick] [--json bench-server.json]
+    python bench/server_load.py [--quick] [--json bench/results/server_load.json]
 """
 
 from __future__ import annotations
