@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from attest import __version__
+from attest.cli_hash import hash_command
+from attest.cli_sign import sign_command
 from attest.errors import AttestError
 
 __all__ = ["main"]
@@ -116,15 +118,13 @@ def keygen(kind: str, out: Path, force: bool) -> None:
         click.echo(f"server key written to {private}; verifier key (for policies): {vkey}")
 
 
-def _register_core_commands() -> None:
-    from attest.cli_hash import hash_command
-
-    cli.add_command(hash_command, "hash")
+# The core's own commands; both modules import their heavy dependencies only when run.
+cli.add_command(hash_command, "hash")
+cli.add_command(sign_command, "sign")
 
 
 def main() -> None:
     """Console entry point: run the CLI, turning attest errors into one line on stderr."""
-    _register_core_commands()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

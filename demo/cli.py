@@ -29,6 +29,7 @@ import click
 from safetensors.torch import load_file
 
 from attest.callbacks.info import Component, Parent
+from attest.cli_sign import sign_model
 from attest.demo.server import EmbeddedServer, embedded_server
 from attest.demo.train import DemoRun, train_donor, train_run
 from attest.keys import TrainerKey
@@ -118,6 +119,7 @@ def demo(
 
     key = TrainerKey.generate()
     key.save(out / "keys" / "trainer.key")
+    (out / "keys" / "trainer.pub").write_text(key.public.to_pem())
     click.echo(f"attest demo ({variant}): a tiny GPT trained on CPU, every step attested")
     with embedded_server(out / "server") as server:
         step(f"log server (with MLflow) listening on {server.url}")
@@ -125,6 +127,7 @@ def demo(
             out, variant, key, server, steps, checkpoint_every, quiet=quiet, step=step
         )
         server.flush_mirror()
+    sign_model(result.model, key=out / "keys" / "trainer.key", out=out / "model.safetensors.sig")
     policy_doc["replay"] = {"segments": replay}
     _write_json(out / "policy.json", policy_doc)
     step("verifying the bundle offline (signatures, proofs, chain, from-scratch checks, replay)")
@@ -143,6 +146,9 @@ def demo(
     click.echo(
         f"\n  bundle:  {out / 'bundle.json'}\n  model:   {result.model}\n"
         f"  policy:  {out / 'policy.json'}\n  report:  {out / 'report.html'} (open in a browser)\n"
+        f"  OMS signature: {out / 'model.safetensors.sig'} (model_signing verify key "
+        f"--signature {out / 'model.safetensors.sig'} --public_key {out / 'keys' / 'trainer.pub'} "
+        f"{result.model})\n"
         f"  MLflow:  run `attest serve --data {out / 'server'}` and open http://127.0.0.1:8080/ "
         f"(experiment 'attest', run '{result.run}'; the attest page is /runs/{result.run})\n"
         f"\n  verify again: attest verify {out / 'bundle.json'} --model {result.model} "

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from model_signing import verifying
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +65,10 @@ def test_from_scratch_demo_verifies_and_leaves_what_a_verifier_needs(tmp_path: P
     code, verdict = verify_json(out)
     assert code == 0 and verdict["outcome"] == "verified"
     assert failed_checks(verdict) == set()
+    # the final weights also carry a stock OpenSSF model signature
+    verifying.Config().use_elliptic_key_verifier(public_key=out / "keys" / "trainer.pub").verify(
+        out / "model.safetensors", out / "model.safetensors.sig"
+    )
 
 
 def test_warm_start_is_rejected_as_not_from_scratch(tmp_path: Path) -> None:
