@@ -33,7 +33,7 @@ def sign_model(model: Path, *, key: Path, out: Path) -> str:
     from attest.keys import TrainerKey
 
     TrainerKey.load(key)  # a clear error for a missing or non-P-256 key, before model_signing runs
-    signing.Config().use_elliptic_key_signer(private_key=key).sign(model, out)
+    signing.Config().use_elliptic_key_signer(private_key=key).sign(model, out)  # type: ignore[no-untyped-call]
     bundle = json.loads(out.read_text())
     hint = str(bundle["verificationMaterial"]["publicKey"]["hint"])
     for signature in bundle["dsseEnvelope"]["signatures"]:
