@@ -17,20 +17,35 @@ a record body by ``sha256:<hex>`` of their canonical bytes and shipped beside th
 
 Body fields per type are documented in ``docs/formats.md``; this module checks that the fields
 each type requires are present with the right JSON kinds, and nothing about their meaning.
+
+Parsing speed (a bundle holds up to ~10^5 records). :meth:`SignedRecord.from_json` reads the
+usual envelope shape directly and checks the payload with
+:func:`attest.canonical.loads_canonical` (one C parse and one C re-encoding compared with the
+payload), keeping the payload as the record's canonical bytes and the leaf it built from the
+envelope's own base64 text. Whatever that path cannot vouch for goes through the general parsers,
+so the answers — records, leaves, digests and error messages — are those of
+:meth:`SignedRecord.from_json_reference`, which the tests compare it with.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
-from attest.canonical import canonical_json, parse_sha256_digest, sha256_digest, strict_json_loads
-from attest.dsse import Envelope
+from attest.canonical import (
+    UNSURE,
+    canonical_json,
+    canonical_json_reference,
+    loads_canonical,
+    parse_sha256_digest,
+    sha256_digest,
+    strict_json_loads,
+)
+from attest.dsse import MAX_SIGNATURES, Envelope, EnvelopeSignature
 from attest.errors import ChainError, FormatError
 from attest.keys import TrainerKey, TrainerPublicKey
 
@@ -51,6 +66,7 @@ MAX_LEAF_BYTES = 65535
 MAX_STEPS_PER_RECORD = 256
 _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # printable ASCII but '"' and '\\'
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA256_NAME = re.compile(r"sha256:[0-9a-f]{64}")
 
 # Required body fields and the JSON kinds they may take, per record type.
 _OBJ, _STR, _INT, _LIST, _NULL = dict, str, int, list, type(None)
@@ -110,27 +126,33 @@ class Record:
         }
 
     def canonical(self) -> bytes:
-        return self._canonical
+        """The record's RFC 8785 bytes (computed once; the parser stores the payload it
+        verified to be exactly these bytes)."""
+        cache = self.__dict__
+        data: bytes | None = cache.get("_canonical")
+        if data is None:
+            data = cache["_canonical"] = canonical_json(self.to_json())
+        return data
 
-    @cached_property
-    def _canonical(self) -> bytes:
-        return canonical_json(self.to_json())
-
-    @cached_property
+    @property
     def digest(self) -> str:
         """``sha256:<hex>`` of the canonical bytes: what the next record's ``prev`` names."""
-        return sha256_digest(self.canonical())
+        cache = self.__dict__
+        name: str | None = cache.get("_digest")
+        if name is None:
+            name = cache["_digest"] = sha256_digest(self.canonical())
+        return name
 
     @classmethod
     def from_json(cls, obj: object, *, field: str = "record") -> Record:
         if not isinstance(obj, dict):
             raise FormatError(f"{field} must be a JSON object")
-        want = {"type", "run", "seq", "prev", "time", "body"}
-        if set(obj) != want:
+        if obj.keys() != _FIELDS:
             raise FormatError(
-                f"{field} must have exactly the fields {sorted(want)}", got=sorted(obj)
+                f"{field} must have exactly the fields {sorted(_FIELDS)}", got=sorted(obj)
             )
-        rtype, run, seq, prev, time, body = (obj[k] for k in sorted(want, key=_FIELD_ORDER.index))
+        rtype, run, seq, prev = obj["type"], obj["run"], obj["seq"], obj["prev"]
+        time, body = obj["time"], obj["body"]
         if rtype not in BODY_FIELDS:
             raise FormatError(f"{field}.type is unknown", expected=list(RECORD_TYPES), got=rtype)
         if not isinstance(run, str) or not _RUN_ID.match(run):
@@ -141,8 +163,8 @@ class Record:
             raise FormatError(f"{field}.seq must be a non-negative integer", got=repr(seq))
         if seq == 0 and prev is not None:
             raise FormatError(f"{field}.prev must be null for seq 0", got=prev)
-        if seq > 0:
-            parse_sha256_digest(prev, field=f"{field}.prev")
+        if seq > 0 and not (type(prev) is str and _SHA256_NAME.fullmatch(prev)):
+            parse_sha256_digest(prev, field=f"{field}.prev")  # the general check, naming the field
         if not isinstance(time, str):
             raise FormatError(f"{field}.time must be an RFC 3339 string")
         if not isinstance(body, dict):
@@ -162,7 +184,7 @@ class Record:
         return cls(rtype, run, seq, prev, time, body)
 
 
-_FIELD_ORDER = ["type", "run", "seq", "prev", "time", "body"]
+_FIELDS = frozenset({"type", "run", "seq", "prev", "time", "body"})
 _MISSING = object()
 
 
@@ -179,6 +201,74 @@ def _check_steps(body: Mapping[str, Any], *, field: str) -> None:
         raise FormatError(f"{field}.first_step must be non-negative", got=body["first_step"])
 
 
+def _leaf_bytes(env: Envelope) -> bytes:
+    strings = [env.payload_type] + [s.keyid for s in env.signatures]
+    if all(_PLAIN.fullmatch(s) for s in strings):
+        # Every string is printable ASCII without '"' or '\\' (base64, hex, the media
+        # type), so RFC 8785 writes each verbatim and the keys in this order: the same
+        # bytes canonical_json would produce, without its cost on large logs.
+        sigs = ",".join(f'{{"keyid":"{s.keyid}","sig":"{_b64(s.sig)}"}}' for s in env.signatures)
+        return f'{{"payload":"{_b64(env.payload)}","payloadType":"{env.payload_type}","signatures":[{sigs}]}}'.encode()
+    return canonical_json(env.to_json())
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def _b64_decode(text: str) -> tuple[bytes, str]:
+    """``base64.b64decode(text, validate=True)`` (the DSSE parser's decoder) and the standard
+    encoding of the result, which is ``text`` itself unless the bits after the last byte were
+    not zero (RFC 4648 §3.5): checked on the last character instead of re-encoding."""
+    data = binascii.a2b_base64(text, strict_mode=True)
+    if len(text) % 4 == 0 and (
+        not text.endswith("=")
+        or (text.endswith("==") and text[-3] in "AQgw")
+        or (not text.endswith("==") and text[-2] in "AEIMQUYcgkosw048")
+    ):
+        return data, text
+    return data, _b64(data)
+
+
+_ENVELOPE_FIELDS = frozenset({"payload", "payloadType", "signatures"})
+_SIGNATURE_FIELDS = frozenset({"keyid", "sig"})
+
+
+def _plain_envelope(obj: object) -> tuple[Envelope, bytes] | None:
+    """The envelope :meth:`Envelope.from_json` reads from ``obj`` and its log leaf, for the
+    usual shape only (an attest record envelope whose key IDs :data:`_PLAIN` covers); ``None``
+    for anything else, which then takes the general path and its errors."""
+    if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
+        return None
+    text, sigs = obj["payload"], obj["signatures"]
+    if (
+        obj["payloadType"] != RECORD_PAYLOAD_TYPE
+        or type(text) is not str
+        or type(sigs) is not list
+        or not 0 < len(sigs) <= MAX_SIGNATURES
+    ):
+        return None
+    try:
+        payload, text = _b64_decode(text)
+        parsed, parts = [], []
+        for s in sigs:
+            if type(s) is not dict or s.keys() != _SIGNATURE_FIELDS:
+                return None
+            keyid, sig_text = s["keyid"], s["sig"]
+            if type(keyid) is not str or type(sig_text) is not str or not _PLAIN.fullmatch(keyid):
+                return None
+            sig, sig_text = _b64_decode(sig_text)
+            parsed.append(EnvelopeSignature(keyid, sig))
+            parts.append(f'{{"keyid":"{keyid}","sig":"{sig_text}"}}')
+    except (binascii.Error, ValueError):
+        return None
+    leaf = (
+        f'{{"payload":"{text}","payloadType":"{RECORD_PAYLOAD_TYPE}",'
+        f'"signatures":[{",".join(parts)}]}}'
+    )
+    return Envelope(RECORD_PAYLOAD_TYPE, payload, tuple(parsed)), leaf.encode()
+
+
 @dataclass(frozen=True)
 class SignedRecord:
     """A record with its DSSE envelope. Parsing checks form; :meth:`verify` checks the signature."""
@@ -188,18 +278,35 @@ class SignedRecord:
 
     @classmethod
     def from_envelope(cls, envelope: Envelope, *, field: str = "record") -> SignedRecord:
+        return cls._parse(envelope, field=field, leaf=None)
+
+    @classmethod
+    def from_json(cls, obj: object, *, field: str = "record") -> SignedRecord:
+        fast = _plain_envelope(obj)
+        if fast is None:
+            return cls._parse(Envelope.from_json(obj, field=field), field=field, leaf=None)
+        return cls._parse(fast[0], field=field, leaf=fast[1])
+
+    @classmethod
+    def from_json_reference(cls, obj: object, *, field: str = "record") -> SignedRecord:
+        """:meth:`from_json` without any fast path: envelope parser, strict JSON parse of the
+        payload, RFC 8785 re-encoding by the ``rfc8785`` package and the generic leaf encoding.
+        Slow; the fast paths must give exactly its answers (the tests compare them)."""
+        envelope = Envelope.from_json(obj, field=field)
         if envelope.payload_type != RECORD_PAYLOAD_TYPE:
             raise FormatError(
                 f"{field}.payloadType is not an attest record",
                 expected=RECORD_PAYLOAD_TYPE,
                 got=envelope.payload_type,
             )
-        obj = strict_json_loads(envelope.payload, what=f"{field} payload")
-        record = Record.from_json(obj, field=field)
-        if record.canonical() != envelope.payload:
+        record = Record.from_json(
+            strict_json_loads(envelope.payload, what=f"{field} payload"), field=field
+        )
+        if canonical_json_reference(record.to_json()) != envelope.payload:
             raise FormatError(f"{field} payload is not RFC 8785 canonical JSON")
         signed = cls(record, envelope)
-        size = len(signed.leaf_data())
+        leaf = signed.__dict__["_leaf"] = canonical_json_reference(envelope.to_json())
+        size = len(leaf)
         if size > MAX_LEAF_BYTES:
             raise FormatError(
                 f"{field} is too large for a log entry; move bulky facts into a blob",
@@ -209,8 +316,33 @@ class SignedRecord:
         return signed
 
     @classmethod
-    def from_json(cls, obj: object, *, field: str = "record") -> SignedRecord:
-        return cls.from_envelope(Envelope.from_json(obj, field=field), field=field)
+    def _parse(cls, envelope: Envelope, *, field: str, leaf: bytes | None) -> SignedRecord:
+        if envelope.payload_type != RECORD_PAYLOAD_TYPE:
+            raise FormatError(
+                f"{field}.payloadType is not an attest record",
+                expected=RECORD_PAYLOAD_TYPE,
+                got=envelope.payload_type,
+            )
+        obj = loads_canonical(envelope.payload)
+        if obj is UNSURE:  # the reference path: strict parse, then RFC 8785 re-encoding
+            obj = strict_json_loads(envelope.payload, what=f"{field} payload")
+            record = Record.from_json(obj, field=field)
+            if record.canonical() != envelope.payload:
+                raise FormatError(f"{field} payload is not RFC 8785 canonical JSON")
+        else:  # the payload is the canonical encoding of obj, hence of the record
+            record = Record.from_json(obj, field=field)
+            record.__dict__["_canonical"] = envelope.payload
+        signed = cls(record, envelope)
+        if leaf is not None:
+            signed.__dict__["_leaf"] = leaf
+        size = len(signed.leaf_data())
+        if size > MAX_LEAF_BYTES:
+            raise FormatError(
+                f"{field} is too large for a log entry; move bulky facts into a blob",
+                expected=f"<= {MAX_LEAF_BYTES} bytes",
+                got=size,
+            )
+        return signed
 
     @classmethod
     def from_leaf(cls, data: bytes, *, field: str = "leaf") -> SignedRecord:
@@ -223,24 +355,12 @@ class SignedRecord:
         return self.envelope.to_json()
 
     def leaf_data(self) -> bytes:
-        """The bytes the log commits to: RFC 8785 of the envelope JSON."""
-        return self._leaf
-
-    @cached_property
-    def _leaf(self) -> bytes:
-        env = self.envelope
-        strings = [env.payload_type] + [s.keyid for s in env.signatures]
-        if all(_PLAIN.fullmatch(s) for s in strings):
-            # Every string is printable ASCII without '"' or '\\' (base64, hex, the media
-            # type), so RFC 8785 writes each verbatim and the keys in this order: the same
-            # bytes canonical_json would produce, without its cost on large logs.
-            sigs = ",".join(
-                f'{{"keyid":"{s.keyid}","sig":"{base64.b64encode(s.sig).decode()}"}}'
-                for s in env.signatures
-            )
-            payload = base64.b64encode(env.payload).decode()
-            return f'{{"payload":"{payload}","payloadType":"{env.payload_type}","signatures":[{sigs}]}}'.encode()
-        return canonical_json(env.to_json())
+        """The bytes the log commits to: RFC 8785 of the envelope JSON (computed once)."""
+        cache = self.__dict__
+        leaf: bytes | None = cache.get("_leaf")
+        if leaf is None:
+            leaf = cache["_leaf"] = _leaf_bytes(self.envelope)
+        return leaf
 
     def verify(self, key: TrainerPublicKey) -> None:
         self.envelope.verify(key)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import copy
+import gc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from attest.bundle import Bundle
+from attest.bundle import Bundle, paused_gc
 from attest.errors import FormatError, SignatureError
 from attest.keys import TrainerKey
 from attest.log import LocalLog
-from attest.records import RecordWriter
+from attest.records import RecordWriter, SignedRecord
 from attest.statement import (
     Dependency,
     LineageStatement,
@@ -94,3 +95,29 @@ def test_malformed_bundles_name_the_field(
     mutate(broken)
     with pytest.raises(FormatError, match=message):
         Bundle.from_json(broken)
+
+
+def test_bundle_records_equal_the_reference_parse(bundle_json: dict[str, Any]) -> None:
+    parsed = Bundle.from_json(bundle_json).records
+    reference = [SignedRecord.from_json_reference(r) for r in bundle_json["records"]]
+    assert [(s.record, s.envelope, s.leaf_data(), s.record.digest) for s in parsed] == [
+        (s.record, s.envelope, s.leaf_data(), s.record.digest) for s in reference
+    ]
+
+
+def test_parsing_pauses_the_collector_and_restores_it(bundle_json: dict[str, Any]) -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        Bundle.from_json(bundle_json)
+        assert gc.isenabled()
+        with pytest.raises(FormatError):
+            Bundle.from_json({**bundle_json, "run": ""})
+        assert gc.isenabled()
+        gc.disable()
+        Bundle.from_json(bundle_json)
+        assert not gc.isenabled()  # left as the caller had it
+        with paused_gc():
+            assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -6,10 +6,15 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attest.canonical import canonical_json, sha256_digest, strict_json_loads
+from attest.canonical import (
+    canonical_json,
+    canonical_json_reference,
+    sha256_digest,
+    strict_json_loads,
+)
 from attest.dsse import Envelope
 from attest.errors import ChainError, FormatError, SignatureError
 from attest.keys import TrainerKey
@@ -149,3 +154,115 @@ def test_leaf_bytes_are_rfc8785_of_the_envelope(
     signed = RecordWriter("run-1", trainer_key).write("run.resume", body)
     assert signed.leaf_data() == canonical_json(signed.envelope.to_json())
     assert signed.record.digest == sha256_digest(canonical_json(signed.record.to_json()))
+
+
+# --- fast parsing paths against the reference -------------------------------------------------
+
+
+def _outcome(parse: Any, obj: Any) -> tuple[str, Any]:
+    """What a parser makes of ``obj``: the record, envelope, leaf and digest, or the error."""
+    try:
+        signed = parse(obj, field="r")
+    except FormatError as exc:
+        return "error", (exc.message, exc.expected, exc.got)
+    return "ok", (signed.record, signed.envelope, signed.leaf_data(), signed.record.digest)
+
+
+def _envelope_json(payload: bytes, key: TrainerKey = _KEY) -> dict[str, Any]:
+    return Envelope.sign(RECORD_PAYLOAD_TYPE, payload, key).to_json()
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | _finite | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@st.composite
+def _record_json(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.integers(1, 3))
+    num = st.none() | _finite | st.integers(-(2**54), 2**54)
+    body = {
+        "first_step": draw(st.integers(-1, 2**54)),
+        "loss": draw(st.lists(num, min_size=n, max_size=n)),
+        "lr": draw(st.lists(num, min_size=n, max_size=n + draw(st.integers(0, 1)))),
+        "grad_norm": draw(st.lists(num, min_size=n, max_size=n)),
+        "batch": ["sha256:" + "ab" * 32] * n,
+        **draw(st.dictionaries(st.sampled_from(["note", "\U0001f600", "\ue000", "z"]), _json)),
+    }
+    seq = draw(st.integers(0, 3))
+    return {
+        "type": draw(st.sampled_from(["train.steps", "train.steps", "run.end"])),
+        "run": draw(st.sampled_from(["run-1", "r é", "x" * 129])),
+        "seq": seq,
+        "prev": None if seq == 0 else draw(st.sampled_from(["sha256:" + "cd" * 32, "sha256:x"])),
+        "time": draw(st.sampled_from(["2026-01-01T00:00:00Z", "t\u2028\x00"])),
+        "body": body,
+    }
+
+
+def _encodings(record: dict[str, Any]) -> list[bytes]:
+    """The canonical payload and near misses: other JSON encodings of the same value."""
+    try:
+        canonical = [canonical_json_reference(record)]
+    except FormatError:
+        canonical = []
+    compact = (",", ":")
+    return [
+        *canonical,
+        json.dumps(record, separators=compact).encode(),
+        json.dumps(record, separators=compact, sort_keys=True).encode(),
+        json.dumps(record, separators=compact, sort_keys=True, ensure_ascii=False).encode(),
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_record_json())
+def test_fast_record_parsing_answers_as_the_reference(record: dict[str, Any]) -> None:
+    for payload in _encodings(record):
+        obj = _envelope_json(payload)
+        want = _outcome(SignedRecord.from_json_reference, obj)
+        assert _outcome(SignedRecord.from_json, obj) == want
+        assert _outcome(SignedRecord.from_envelope, Envelope.from_json(obj)) == want
+        if want[0] == "ok":
+            assert want[1][2] == canonical_json_reference(obj)  # the leaf
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["payload", "payloadType", "signatures", "keyid", "sig", "extra"]),
+    st.one_of(_json, st.sampled_from(["", "!!", "QR==", "QQ==", "QUJ=", "é", 'a"b', "e30="])),
+)
+def test_fast_envelope_parsing_answers_as_the_reference(where: str, value: Any) -> None:
+    record = RecordWriter("run-1", _KEY).write("train.steps", STEPS).to_json()
+    if where in ("keyid", "sig"):
+        record["signatures"][0][where] = value
+    else:
+        record[where] = value
+    want = _outcome(SignedRecord.from_json_reference, record)
+    assert _outcome(SignedRecord.from_json, record) == want
+
+
+def test_non_canonical_base64_padding_keeps_the_canonical_leaf() -> None:
+    # A payload whose base64 pads: the character before '=' has unused low bits.
+    signed = next(
+        s
+        for s in (
+            RecordWriter("run-1", _KEY).write("train.steps", {**STEPS, "first_step": i})
+            for i in range(1, 100, 11)
+        )
+        if s.to_json()["payload"].endswith("=")
+    )
+    obj = signed.to_json()
+    text = obj["payload"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    pad = len(text) - len(text.rstrip("="))
+    last = text[-pad - 1]
+    obj["payload"] = text[: -pad - 1] + alphabet[alphabet.index(last) + 1] + "=" * pad
+    parsed = SignedRecord.from_json(obj)
+    assert parsed.envelope == signed.envelope  # the same bytes ...
+    # ... and the leaf is the canonical encoding, as the reference path makes it.
+    assert parsed.leaf_data() == signed.leaf_data() == canonical_json(signed.to_json())
+    assert parsed.leaf_data() == SignedRecord.from_json_reference(obj).leaf_data()

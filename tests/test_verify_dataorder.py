@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from attest.canonical import canonical_json, sha256_digest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attest.canonical import canonical_json, canonical_json_reference, sha256_digest
+from attest.errors import FormatError
 from attest.records import Record
 from attest.verifier.dataorder import DataSchedule
 
@@ -75,3 +80,52 @@ def test_resume_past_the_committed_order_is_a_problem() -> None:
         _rec(2, "run.resume", {"step": 5, "from_checkpoint": "x", "data_position": {}}),
     ]
     assert DataSchedule.from_records(records, BLOBS.__getitem__).problems
+
+
+def _linear_batch_ids(s: DataSchedule, step: int) -> list[int] | None:
+    """The reference look-up: the last segment in log order that covers ``step``."""
+    for seg in reversed(s.segments):
+        if seg.start <= step < seg.stop:
+            return seg.ids_at(step)
+    return None
+
+
+@st.composite
+def _schedules(draw: st.DrawFn) -> list[Record]:
+    records = [MANIFEST]
+    for seq in range(1, draw(st.integers(1, 8)) + 1):
+        if draw(st.booleans()):
+            ids = draw(st.lists(st.integers(-(2**54), 2**54) | st.integers(0, 9), max_size=7))
+            name = "sha256:" + hashlib.sha256(repr(ids).encode()).hexdigest()
+            BLOBS[name] = {"epoch": 0, "ids": ids}  # ids RFC 8785 may refuse: named by repr
+            body = {"epoch": 0, "position": draw(st.integers(0, 3)), "order": name}
+            records.append(_rec(seq, "data.order", {**body, "batch_size": draw(st.integers(1, 3))}))
+        else:
+            step = draw(st.integers(0, 8))
+            records.append(
+                _rec(seq, "run.resume", {"step": step, "from_checkpoint": "x", "data_position": {}})
+            )
+    return records
+
+
+@settings(max_examples=300, deadline=None)
+@given(_schedules())
+def test_step_look_up_and_batch_digest_equal_the_reference(records: list[Record]) -> None:
+    s = DataSchedule.from_records(records, BLOBS.__getitem__)
+    starts = [seg.start for seg in s.segments]
+    assert starts == sorted(starts)  # the invariant the binary search relies on
+    for step in range(-1, 12):
+        ids = _linear_batch_ids(s, step)
+        assert s.batch_ids(step) == ids
+        if ids is None:
+            assert s.batch_digest(step) is None
+            continue
+        try:
+            want: str | None = sha256_digest(canonical_json_reference(ids))
+        except FormatError:
+            want = None
+        try:
+            got: str | None = s.batch_digest(step)
+        except FormatError:
+            got = None
+        assert got == want

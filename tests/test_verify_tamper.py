@@ -152,6 +152,80 @@ def test_sampled_signatures_still_catch_an_untrusted_signer(honest: Sealed, tmp_
     assert ok.outcome is Outcome.VERIFIED
 
 
+_OUTSIDER_ATTACKS = {
+    "edited-loss": (attacks.edit_loss, ("integrity.signatures", "integrity.merkle_root")),
+    "edited-loss-resigned": (
+        lambda h, p: attacks.edit_loss(h, p, resign=TrainerKey.generate()),
+        ("integrity.signatures",),
+    ),
+    "untrusted-signer": (
+        lambda h, p: attacks.resign_record_with_untrusted_key(h, p, TrainerKey.generate()),
+        ("integrity.signatures",),
+    ),
+    "deleted": (
+        attacks.delete_record,
+        ("integrity.hash_chain", "integrity.seq", "integrity.merkle_root"),
+    ),
+    "reordered": (attacks.reorder_records, ("integrity.seq", "integrity.hash_chain")),
+    "duplicated": (attacks.duplicate_record, ("integrity.seq", "integrity.steps")),
+    "truncated": (
+        attacks.truncate_log,
+        ("integrity.statement_binding", "integrity.structure"),
+    ),
+    "forked": (attacks.fork_checkpoint, ("integrity.consistency",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OUTSIDER_ATTACKS))
+def test_sampled_signatures_catch_every_outsider_attack_with_the_named_check(
+    honest: Sealed, tmp_path: Path, name: str
+) -> None:
+    attack, checks = _OUTSIDER_ATTACKS[name]
+    bundle = attack(honest, tmp_path / "b.json")  # type: ignore[operator]
+    for mode in ("all", "sample"):
+        verdict = _verify(honest, bundle, signature_mode=mode)
+        for check_id in checks:
+            _fails(verdict, check_id)
+        assert verdict.outcome is Outcome.TAMPERED
+        sig = verdict.result("integrity.signatures")
+        binding = verdict.result("integrity.statement_binding")
+        assert sig is not None and binding is not None
+        if mode == "sample" and binding.status is not Status.PASS and "mode" in sig.evidence:
+            # The statement does not bind the tampered log: nothing was left to it.
+            assert sig.evidence["mode"] == "all" and sig.evidence["requested"] == "sample"
+
+
+def test_auto_mode_samples_only_large_logs_the_statement_binds(
+    honest: Sealed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attest.bundle import Bundle
+    from attest.verifier import integrity
+    from attest.verifier.context import VerifyContext
+
+    def signatures(path: Path) -> dict[str, object]:
+        ctx = VerifyContext(
+            bundle=Bundle.read(path),
+            policy=policy_for(honest),
+            trainer_key=honest.trainer_key.public,
+            server_verifier=honest.log.signer.verifier,
+            signature_mode="auto",
+            replay_seed=0,
+        )
+        result = next(r for r in integrity.check_integrity(ctx) if r.id == "integrity.signatures")
+        return {"status": result.status, **result.evidence}
+
+    small = signatures(honest.bundle_path)  # below AUTO_SAMPLE_FROM: every signature
+    assert small["status"] is Status.PASS and small["mode"] == "all"
+    assert small["requested"] == "auto"
+    monkeypatch.setattr(integrity, "AUTO_SAMPLE_FROM", 1)
+    large = signatures(honest.bundle_path)
+    assert large["status"] is Status.PASS and large["mode"] == "sample"
+    truncated = signatures(attacks.truncate_log(honest, tmp_path / "t.json"))
+    assert truncated["mode"] == "all"  # the statement seals a longer log: no sampling
+    edited = signatures(attacks.edit_loss(honest, tmp_path / "e.json"))
+    assert edited["status"] is Status.FAIL and edited["mode"] == "all"
+
+
 # --- the trainer's own forgeries: every signature valid ------------------------------------
 
 

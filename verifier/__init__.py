@@ -124,7 +124,7 @@ def verify_bundle(
     replay_seed: int | None = None,
     parent: str | Path | None = None,
     progress: Progress | None = None,
-    signature_mode: str = "all",
+    signature_mode: str = "auto",
     trust_bundle_keys: bool = False,
     parent_depth: int = 0,
 ) -> Verdict:
@@ -136,8 +136,8 @@ def verify_bundle(
     reproducible); ``parent`` a fine-tune's parent bundle. A bundle that cannot be parsed gives
     a ``tampered`` verdict; a file that cannot be read raises :class:`FormatError`.
     """
-    if signature_mode not in ("all", "sample"):
-        raise FormatError("signature_mode must be 'all' or 'sample'", got=signature_mode)
+    if signature_mode not in ("auto", "all", "sample"):
+        raise FormatError("signature_mode must be 'auto', 'all' or 'sample'", got=signature_mode)
     if not isinstance(bundle, Bundle):
         path = Path(bundle)
         if not path.is_file():

@@ -17,11 +17,10 @@ docs/verifying.md §2. Cryptographic checks over the records and blobs, plus the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from attest.canonical import canonical_json, sha256_digest
+from attest.bundle import paused_gc
 from attest.digest import ModelDigest, digest_safetensors
 from attest.errors import AttestError
 from attest.verifier.context import VerifyContext
@@ -47,6 +46,11 @@ def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
 
 def check_chain(ctx: VerifyContext) -> list[CheckResult]:
     """Run every ``chain.*`` check; never raises for a bad bundle."""
+    with paused_gc():
+        return _check_chain(ctx)
+
+
+def _check_chain(ctx: VerifyContext) -> list[CheckResult]:
     out = []
     for fn in (_init, _checkpoints, _final, _resume, _model, _data_order):
         try:
@@ -247,8 +251,8 @@ def _data_order(ctx: VerifyContext) -> CheckResult:
     if schedule.problems:
         return _r("fail", cid, schedule.problems[0], problems=list(schedule.problems))
     for row in rows:
-        ids = schedule.batch_ids(row.step)
-        if ids is None:
+        want = schedule.batch_digest(row.step)
+        if want is None:
             return _r(
                 "fail",
                 cid,
@@ -258,7 +262,6 @@ def _data_order(ctx: VerifyContext) -> CheckResult:
                 got=None,
                 step=row.step,
             )
-        want = _ids_digest(ids)
         if want != row.batch:
             return _r(
                 "fail",
@@ -276,11 +279,3 @@ def _data_order(ctx: VerifyContext) -> CheckResult:
         steps=len(rows),
         segments=len(schedule.segments),
     )
-
-
-def _ids_digest(ids: list[int]) -> str:
-    """``sha256:`` of the RFC 8785 encoding of a list of sample ids. For integers of magnitude
-    below 2^53 RFC 8785 prints plain decimals, which ``json.dumps`` without spaces also does."""
-    if all(-(2**53) < i < 2**53 for i in ids):
-        return sha256_digest(json.dumps(ids, separators=(",", ":")).encode())
-    return sha256_digest(canonical_json(ids))

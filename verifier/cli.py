@@ -92,10 +92,12 @@ def _server_key(text: str) -> NoteVerifier:
 )
 @click.option(
     "--signatures",
-    type=click.Choice(["all", "sample"]),
-    default="all",
+    type=click.Choice(["auto", "all", "sample"]),
+    default="auto",
     show_default=True,
-    help="Verify every record signature, or a sample plus the statement's root.",
+    help="Verify every record signature, or a sample plus the statement's root "
+    "(auto: sample from 4096 records on; sampling only ever happens when the trainer-signed "
+    "statement binds every record).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.option(

@@ -72,7 +72,7 @@ class VerifyContext:
     progress: Progress | None = None
     parent_bundle: Path | None = None
     parent_depth: int = 0
-    signature_mode: str = "all"  # "all": every record signature; "sample": see integrity.py
+    signature_mode: str = "all"  # "all": every record signature; "sample", "auto": integrity.py
     trust_note: str | None = None  # set when keys were taken from the bundle on request
     _digests: dict[str, ModelDigest] = field(default_factory=dict, repr=False)
 
@@ -136,13 +136,24 @@ class VerifyContext:
     @cached_property
     def _logged_steps(self) -> list[StepRow]:
         rows: list[StepRow] = []
+        append = rows.append
         for r in self._by_type.get("train.steps", []):
             b = r.body
-            first = b["first_step"]
+            first, seq = b["first_step"], r.seq
             for i, (loss, lr, gn, batch) in enumerate(
                 zip(b["loss"], b["lr"], b["grad_norm"], b["batch"], strict=True)
             ):
-                rows.append(StepRow(first + i, _num(loss), float(lr), _num(gn), str(batch), r.seq))
+                # _num(x) is x itself for a float: skip the call on the common case.
+                append(
+                    StepRow(
+                        first + i,
+                        loss if type(loss) is float else _num(loss),
+                        float(lr),
+                        gn if type(gn) is float else _num(gn),
+                        str(batch),
+                        seq,
+                    )
+                )
         return rows
 
     @cached_property

@@ -21,15 +21,20 @@ at ``s``. :meth:`DataSchedule.batch_ids` answers ``None`` for a step no segment 
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from attest.canonical import canonical_json, sha256_digest
 from attest.errors import FormatError
 from attest.records import Record
 
 __all__ = ["DataSchedule", "Segment"]
+
+_SAFE_INT = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -53,17 +58,53 @@ class Segment:
         b = self.base + (step - self.start)
         return list(self.ids[b * self.batch : (b + 1) * self.batch])
 
+    def digest_at(self, step: int) -> str:
+        """``sha256:`` of the RFC 8785 encoding of :meth:`ids_at` (the batch digest of
+        docs/formats.md §3.2). RFC 8785 writes a list of safe-range integers as their decimal
+        forms joined by commas in brackets, so each id is formatted once per segment."""
+        cache = self.__dict__
+        texts: tuple[str, ...] | None = cache.get("_texts")
+        if texts is None:
+            safe = not self.ids or (min(self.ids) >= -_SAFE_INT and max(self.ids) <= _SAFE_INT)
+            texts = cache["_texts"] = tuple(map(str, self.ids)) if safe else ()
+        if self.ids and not texts:  # an id RFC 8785 refuses: the reference raises FormatError
+            return sha256_digest(canonical_json(self.ids_at(step)))
+        b = self.base + (step - self.start)
+        text = "[" + ",".join(texts[b * self.batch : (b + 1) * self.batch]) + "]"
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class DataSchedule:
+    """The segments in log order. They are sorted by ``start`` and disjoint: each new segment
+    starts where the previous one stops, and a ``run.resume`` at ``s`` cuts every segment at
+    ``s`` before the next one starts there. So the segment covering a step, if any, is the last
+    one starting at or before it (a binary search)."""
+
     segments: tuple[Segment, ...]
     problems: tuple[str, ...]
 
-    def batch_ids(self, step: int) -> list[int] | None:
-        for seg in reversed(self.segments):
+    def segment_at(self, step: int) -> Segment | None:
+        """The segment that schedules ``step``, or ``None``."""
+        cache = self.__dict__
+        starts: list[int] | None = cache.get("_starts")
+        if starts is None:
+            starts = cache["_starts"] = [seg.start for seg in self.segments]
+        i = bisect.bisect_right(starts, step) - 1
+        if i >= 0:
+            seg = self.segments[i]
             if seg.start <= step < seg.stop:
-                return seg.ids_at(step)
+                return seg
         return None
+
+    def batch_ids(self, step: int) -> list[int] | None:
+        seg = self.segment_at(step)
+        return None if seg is None else seg.ids_at(step)
+
+    def batch_digest(self, step: int) -> str | None:
+        """``sha256:`` of the canonical JSON of :meth:`batch_ids`, or ``None`` likewise."""
+        seg = self.segment_at(step)
+        return None if seg is None else seg.digest_at(step)
 
     @classmethod
     def from_records(cls, records: Sequence[Record], blob: Callable[[str], Any]) -> DataSchedule:
@@ -132,8 +173,9 @@ def _order_ids(doc: Any, epoch: object, *, where: int) -> tuple[int, ...]:
             got=doc["epoch"],
         )
     ids = doc["ids"]
-    if not isinstance(ids, list) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    if not isinstance(ids, list) or not (
+        set(map(type, ids)) <= {int}  # the usual case, checked at C speed
+        or all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
     ):
         raise FormatError(f"record {where}: data.order blob ids must be a list of integers")
     return tuple(ids)

@@ -21,12 +21,20 @@ the bundle and the policy's keys:
                           components, checkpoints, loss curve)
 
 Speed (bench/verify.py). The record digest is SHA-256 of the envelope payload — the payload *is*
-the record's RFC 8785 bytes, enforced when the bundle is parsed — so the chain is checked without
-re-canonicalising. ECDSA P-256 verification dominates (~0.1 ms a signature); large logs are
-verified in worker processes. ``signature_mode="sample"`` checks every record's key ID, verifies
-the signatures of every record that is not ``train.steps`` plus a random sample of those, and
-relies on the trainer-signed statement, whose log checkpoint commits to the Merkle root of every
-record, for the rest; the result says so in its evidence.
+the record's RFC 8785 bytes, enforced when the bundle is parsed — and the log leaves are the
+bytes the parser already built, so the chain and the Merkle tree are recomputed with hashlib
+alone, without re-canonicalising. ECDSA P-256 verification dominates (~0.1 ms a signature);
+large logs are verified on every core by threads (``cryptography`` releases the GIL).
+
+Signature modes. ``all`` verifies every record's signature. ``sample`` checks every record's key
+ID and verifies the signatures of every record that is not ``train.steps`` plus 256 random ones,
+*provided* ``integrity.statement_binding`` passed: the statement's trainer signature (same key)
+covers a server checkpoint whose root is the RFC 6962 root of exactly these leaves, so under
+SHA-256 collision resistance it authenticates every record; the per-record signatures verified
+are defence in depth. When the statement does not bind the log, ``sample`` verifies every
+signature instead, so this check never leans on a check that failed. ``auto`` samples from
+:data:`AUTO_SAMPLE_FROM` records on, under the same condition. The result's evidence names the
+mode that ran (``mode``) and, when it differs, the one requested (``requested``).
 """
 
 from __future__ import annotations
@@ -35,24 +43,25 @@ import hashlib
 import itertools
 import os
 import random
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from attest.bundle import paused_gc
+from attest.dsse import pae
 from attest.errors import AttestError
-from attest.merkle import SHA256, MerkleTree
+from attest.merkle import LEAF_PREFIX, SHA256, MerkleTree
 from attest.note import SignedCheckpoint, open_checkpoint
 from attest.proof import verify_consistency
 from attest.records import SignedRecord
 from attest.statement import LineageStatement, loss_curve_digest, open_statement
 from attest.verifier.context import VerifyContext
-from attest.verifier.result import Basis, CheckResult, failed, passed, skipped
+from attest.verifier.result import Basis, CheckResult, Status, failed, passed, skipped
 
 __all__ = ["TITLES", "check_integrity", "leaf_bytes", "record_digest"]
 
@@ -69,8 +78,9 @@ TITLES = {
     "integrity.statement": "Trainer-signed lineage statement",
     "integrity.statement_binding": "Statement bound to this log and its records",
 }
-PARALLEL_FROM = 4096
+PARALLEL_FROM = 512
 SAMPLE_SIZE = 256
+AUTO_SAMPLE_FROM = 4096
 
 
 def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
@@ -83,21 +93,10 @@ def record_digest(signed: SignedRecord) -> str:
     return "sha256:" + hashlib.sha256(signed.envelope.payload).hexdigest()
 
 
-def _plain(text: str) -> bool:
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
 def leaf_bytes(signed: SignedRecord) -> bytes:
-    """The log leaf (RFC 8785 of the envelope JSON), built directly when every string in the
-    envelope is printable ASCII without quotes or backslashes (then RFC 8785 is plain
-    concatenation in sorted key order); otherwise through :meth:`SignedRecord.leaf_data`."""
-    env = signed.to_json()
-    sigs = env["signatures"]
-    if not (_plain(env["payloadType"]) and all(_plain(s["keyid"]) for s in sigs)):
-        return signed.leaf_data()
-    parts = ",".join(f'{{"keyid":"{s["keyid"]}","sig":"{s["sig"]}"}}' for s in sigs)
-    text = f'{{"payload":"{env["payload"]}","payloadType":"{env["payloadType"]}","signatures":[{parts}]}}'
-    return text.encode("ascii")
+    """The log leaf (RFC 8785 of the envelope JSON): :meth:`SignedRecord.leaf_data`, which the
+    bundle parser already built (and size-checked) for every record."""
+    return signed.leaf_data()
 
 
 @dataclass
@@ -111,24 +110,28 @@ class _Log:
 
 def check_integrity(ctx: VerifyContext) -> list[CheckResult]:
     """Run every ``integrity.*`` check; never raises for a bad bundle."""
-    records = ctx.bundle.records
-    hasher = SHA256
-    tree = MerkleTree.from_leaf_hashes([hasher.hash_leaf(leaf_bytes(r)) for r in records])
-    heads_result, heads = _checkpoints(ctx)
-    log = _Log(tree, heads, heads_result.status.value == "pass")
-    statement_result, statement = _statement(ctx)
-    return [
-        _structure(ctx),
-        _signatures(ctx),
-        _seq(ctx),
-        _hash_chain(ctx),
-        _steps(ctx),
-        heads_result,
-        _merkle_root(ctx, log),
-        _consistency(ctx, log),
-        statement_result,
-        _binding(ctx, log, statement),
-    ]
+    with paused_gc():
+        # RFC 6962 leaf hash, SHA-256(0x00 || leaf), with hashlib directly.
+        sha256 = hashlib.sha256
+        leaf_hashes = [sha256(LEAF_PREFIX + r.leaf_data()).digest() for r in ctx.bundle.records]
+        tree = MerkleTree.from_leaf_hashes(leaf_hashes, hasher=SHA256)
+        heads_result, heads = _checkpoints(ctx)
+        log = _Log(tree, heads, heads_result.status.value == "pass")
+        statement_result, statement = _statement(ctx)
+        binding = _binding(ctx, log, statement)
+        signatures = _signatures(ctx, statement_binds=binding.status is Status.PASS)
+        return [
+            _structure(ctx),
+            signatures,
+            _seq(ctx),
+            _hash_chain(ctx),
+            _steps(ctx),
+            heads_result,
+            _merkle_root(ctx, log),
+            _consistency(ctx, log),
+            statement_result,
+            binding,
+        ]
 
 
 # --- structure, seq, chain, steps -------------------------------------------------------------
@@ -247,40 +250,41 @@ def _steps(ctx: VerifyContext) -> CheckResult:
 # --- signatures -------------------------------------------------------------------------------
 
 
-def _verify_chunk(pem: str, items: Sequence[tuple[int, bytes, bytes]]) -> int | None:
-    key = load_pem_public_key(pem.encode())
-    assert isinstance(key, ec.EllipticCurvePublicKey)
+def _verify_chunk(
+    key: ec.EllipticCurvePublicKey, items: Sequence[tuple[int, bytes, bytes]]
+) -> int | None:
     alg = ec.ECDSA(hashes.SHA256())
+    verify = key.verify
     for index, sig, message in items:
         try:
-            key.verify(sig, message, alg)
+            verify(sig, message, alg)
         except InvalidSignature:
             return index
     return None
 
 
-def _verify_all(pem: str, items: list[tuple[int, bytes, bytes]]) -> int | None:
-    """The first index whose signature fails, or None; worker processes for large inputs."""
+def _verify_all(
+    key: ec.EllipticCurvePublicKey, items: list[tuple[int, bytes, bytes]]
+) -> int | None:
+    """The first index whose signature fails, or None. Large inputs are split over threads:
+    ``cryptography`` releases the GIL while OpenSSL verifies, so threads use every core without
+    copying the messages to worker processes (and run one after another where it does not)."""
     workers = min(os.cpu_count() or 1, 8)
     if len(items) < PARALLEL_FROM or workers < 2:
-        return _verify_chunk(pem, items)
+        return _verify_chunk(key, items)
     size = -(-len(items) // (workers * 4))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    try:
-        with ProcessPoolExecutor(workers) as pool:
-            found = [
-                i for i in pool.map(_verify_chunk, itertools.repeat(pem), chunks) if i is not None
-            ]
-    except (OSError, RuntimeError):  # no process support here: fall back to this process
-        return _verify_chunk(pem, items)
+    with ThreadPoolExecutor(workers) as pool:
+        found = [i for i in pool.map(_verify_chunk, itertools.repeat(key), chunks) if i is not None]
     return min(found) if found else None
 
 
-def _signatures(ctx: VerifyContext) -> CheckResult:
+def _signatures(ctx: VerifyContext, *, statement_binds: bool) -> CheckResult:
     cid = "integrity.signatures"
     key = ctx.trainer_key
-    seen = sorted({s.keyid for r in ctx.bundle.records for s in r.envelope.signatures})
+    records = ctx.bundle.records
     if key is None:
+        seen = sorted({s.keyid for r in records for s in r.envelope.signatures})
         if not ctx.policy.trainer_keys:
             return _r(
                 "skip",
@@ -295,22 +299,21 @@ def _signatures(ctx: VerifyContext) -> CheckResult:
             expected=[k.key_id for k in ctx.policy.trainer_keys],
             got=seen,
         )
-    from attest.dsse import pae
-
     kid = key.key_id
-    records = ctx.bundle.records
     for i, signed in enumerate(records):
-        if not any(s.keyid == kid for s in signed.envelope.signatures):
+        sigs = signed.envelope.signatures
+        if not (sigs and sigs[0].keyid == kid) and not any(s.keyid == kid for s in sigs):
             return _r(
                 "fail",
                 cid,
                 f"leaf {i} (seq {signed.record.seq}) is not signed by the trusted trainer key",
                 expected=kid,
-                got=[s.keyid for s in signed.envelope.signatures],
+                got=[s.keyid for s in sigs],
                 leaf=i,
             )
-    mode = ctx.signature_mode
-    chosen: list[int] = list(range(len(records)))
+    requested = ctx.signature_mode
+    mode = _resolve_mode(requested, len(records), statement_binds=statement_binds)
+    chosen: Iterable[int] = range(len(records))
     if mode == "sample":
         steps = [i for i, r in enumerate(records) if r.record.type == "train.steps"]
         rest = [i for i, r in enumerate(records) if r.record.type != "train.steps"]
@@ -321,8 +324,8 @@ def _signatures(ctx: VerifyContext) -> CheckResult:
         env = records[i].envelope
         message = pae(env.payload_type, env.payload)
         checked.extend((i, s.sig, message) for s in env.signatures if s.keyid == kid)
-    items = records
-    bad = _verify_all(key.to_pem(), checked)
+    bad = _verify_all(key.key, checked)
+    basis = {"mode": mode} if requested == mode else {"mode": mode, "requested": requested}
     if bad is not None:
         return _r(
             "fail",
@@ -332,27 +335,42 @@ def _signatures(ctx: VerifyContext) -> CheckResult:
             expected=kid,
             got="invalid ECDSA P-256 signature",
             leaf=bad,
+            **basis,
         )
     if mode == "sample":
         return _r(
             "pass",
             cid,
-            f"all {len(items)} records carry the trusted key ID; "
+            f"all {len(records)} records carry the trusted key ID; "
             f"{len(checked)} signatures verified (every non-step record and a random "
-            "sample); the statement's root covers the rest",
+            "sample); the trainer-signed statement binds the Merkle root of every record",
             key_id=kid,
             verified=len(checked),
-            records=len(items),
-            mode="sample",
+            records=len(records),
+            **basis,
         )
+    note = "" if requested == mode else " (the statement does not bind this log, so not sampled)"
     return _r(
         "pass",
         cid,
-        f"{len(checked)} signatures verify under trainer key {kid[:16]}…",
+        f"{len(checked)} signatures verify under trainer key {kid[:16]}…{note}",
         key_id=kid,
         verified=len(checked),
-        mode="all",
+        **basis,
     )
+
+
+def _resolve_mode(requested: str, records: int, *, statement_binds: bool) -> str:
+    """The signature mode that runs. ``sample`` (and ``auto`` from :data:`AUTO_SAMPLE_FROM`
+    records) samples only when the trainer-signed statement verified and binds the Merkle root
+    of exactly these records: then that one signature authenticates every leaf, and the
+    per-record signatures checked are defence in depth. Otherwise every signature is checked,
+    so this check stands on its own."""
+    if requested == "all" or not statement_binds:
+        return "all"
+    if requested == "auto" and records < AUTO_SAMPLE_FROM:
+        return "all"
+    return "sample"
 
 
 # --- tree heads -------------------------------------------------------------------------------
