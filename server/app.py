@@ -41,6 +41,7 @@ from attest.server.mirror import Mirror
 from attest.server.routers import bundle, health, keys, proofs, report, runs, tlog, tokens
 from attest.server.settings import Settings, get_settings
 from attest.server.storage import Store
+from attest.server.verifying import shared_checker
 
 __all__ = ["create_app"]
 
@@ -119,7 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.data.mkdir(parents=True, exist_ok=True)
     signer = _server_signer(settings)
-    store = Store(settings.resolved_database_url(), signer=signer)
+    store = Store(
+        settings.resolved_database_url(),
+        signer=signer,
+        checker=shared_checker(settings.resolved_verify_workers()),
+    )
     store.create_schema()
     store.bind_server_key(signer.verifier.to_vkey())
     mount = settings.mlflow and not settings.mlflow_is_remote
@@ -144,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(store.checker.start)
         if mirror is not None:
             mirror.start()
         yield

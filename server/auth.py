@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from attest.errors import FormatError
 from attest.server.errors import ForbiddenError, UnauthenticatedError
-from attest.server.storage import RunInfo, Store
+from attest.server.storage import RunInfo, Store, TokenRow
 
 __all__ = [
     "ANONYMOUS",
@@ -35,8 +35,10 @@ __all__ = [
     "TOKEN_PREFIX",
     "Principal",
     "authenticate",
+    "bearer_token",
     "hash_token",
     "issue_token",
+    "principal_for",
 ]
 
 ROLES = ("trainer", "reader", "admin")
@@ -125,8 +127,8 @@ def issue_token(
     return token, ident
 
 
-def authenticate(store: Store, authorization: str | None, cookie: str | None = None) -> Principal:
-    """The principal for an ``Authorization: Bearer`` header (or the session cookie)."""
+def bearer_token(authorization: str | None, cookie: str | None = None) -> str:
+    """The token an ``Authorization: Bearer`` header (or else the session cookie) carries."""
     token: str | None = None
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -142,7 +144,19 @@ def authenticate(store: Store, authorization: str | None, cookie: str | None = N
             "missing bearer token: send 'Authorization: Bearer <token>' "
             "(create one with `attest token create`)"
         )
-    row = store.find_token(hash_token(token))
+    return token
+
+
+def principal_for(row: TokenRow | None) -> Principal:
+    """The principal of a stored token row; 401 for no row or a revoked token."""
     if row is None or row.revoked_at is not None:
         raise UnauthenticatedError("unknown or revoked token; ask an admin for a new one")
     return Principal(name=row.name, role=row.role, runs=row.runs)
+
+
+def authenticate(store: Store, authorization: str | None, cookie: str | None = None) -> Principal:
+    """The principal for an ``Authorization: Bearer`` header (or the session cookie).
+
+    Every request reads the token's row: a revocation takes effect on the next request, on
+    every replica."""
+    return principal_for(store.find_token(hash_token(bearer_token(authorization, cookie))))

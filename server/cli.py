@@ -71,6 +71,12 @@ def _store(settings: Settings) -> Any:
 @click.option(
     "--insecure-no-auth", is_flag=True, help="Serve everyone as admin (local demos only)."
 )
+@click.option(
+    "--verify-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes checking appended signatures (default: one per core, at most 4; 0: none).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     data: Path | None,
@@ -82,6 +88,7 @@ def serve(
     port: int | None,
     no_mlflow: bool,
     insecure_no_auth: bool,
+    verify_workers: int | None,
     log_level: str,
 ) -> None:
     """Run the log server (and the MLflow UI/REST for the same data)."""
@@ -97,6 +104,7 @@ def serve(
         port=port,
         mlflow=False if no_mlflow else None,
         insecure_no_auth=True if insecure_no_auth else None,
+        verify_workers=verify_workers,
     )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

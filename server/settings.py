@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     port: int = 8080
     insecure_no_auth: bool = Field(default=False, description="serve everyone as admin (demos)")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    verify_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="processes that check appended records' signatures (default: one per core, "
+        "at most 4; 0 checks in the request thread)",
+    )
+
+    def resolved_verify_workers(self) -> int:
+        from attest.server.verifying import default_workers
+
+        return default_workers() if self.verify_workers is None else self.verify_workers
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -24,6 +24,13 @@ a gap or a duplicate impossible. Acknowledged means committed (SQLite: WAL, ``sy
 A batch that repeats records the log already holds byte for byte (a client retrying after a lost
 response) is acknowledged again, with only its new tail appended; a repeated ``seq`` with other
 bytes is a chain break (409).
+
+The records of a batch are parsed once, and their signatures verified by the store's
+:class:`~attest.server.verifying.BatchChecker` (worker processes for large batches). Each process
+caches what never changes once committed: a run's Merkle tree (grown in place by the leaf hashes
+this process commits, else by reading only the leaves it lacks — never rebuilt) and signed tree
+heads by ``(run, size)``. Nothing that can change is cached: every request still reads its token
+and run rows, so a revocation or another replica's append is seen by the next request.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -61,10 +69,11 @@ from attest.errors import FormatError
 from attest.keys import TrainerPublicKey
 from attest.log import MAX_BATCH, LogSigner, Receipt
 from attest.merkle import SHA256, CompactRange, MerkleTree
-from attest.records import SignedRecord, check_chain
+from attest.records import check_chain
 from attest.server.errors import ConflictError, NotFoundError
+from attest.server.verifying import BatchChecker
 
-__all__ = ["RunInfo", "Store", "TokenRow", "metadata"]
+__all__ = ["RunInfo", "Store", "TokenRow", "metadata", "unknown_run"]
 
 metadata = MetaData()
 
@@ -141,6 +150,37 @@ server_t = Table(
 )
 
 
+# Statements on the request path, built once: SQLAlchemy then only binds parameters (building
+# and keying a statement per call costs about three times the SQLite query itself).
+_RUN_BY_NAME = select(runs_t).where(runs_t.c.name == bindparam("b_name"))
+_TOKEN_BY_HASH = select(tokens_t).where(tokens_t.c.token_hash == bindparam("b_hash"))
+_NOTE_AT = select(heads_t.c.note).where(
+    heads_t.c.run_id == bindparam("b_run"), heads_t.c.size == bindparam("b_size")
+)
+_LOCK_RUN = (
+    select(runs_t.c.size, runs_t.c.prev, runs_t.c.compact)
+    .where(runs_t.c.id == bindparam("b_run"))
+    .with_for_update()
+)
+_INSERT_LEAVES = insert(leaves_t)
+_INSERT_HEAD = insert(heads_t)
+_ADVANCE_RUN = (
+    update(runs_t)
+    .where(runs_t.c.id == bindparam("b_run"), runs_t.c.size == bindparam("b_size"))
+    .values(
+        size=bindparam("b_new_size"),
+        prev=bindparam("b_prev"),
+        compact=bindparam("b_compact"),
+        root=bindparam("b_root"),
+    )
+)
+
+
+def unknown_run(name: str) -> NotFoundError:
+    """The 404 for a run id that is not registered."""
+    return NotFoundError(f"unknown run {name!r}: create it with POST /v1/runs first")
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """A run's registration and log state as of one read."""
@@ -168,6 +208,9 @@ class TokenRow:
     revoked_at: int | None
 
 
+_NOTE_CACHE = 4096
+
+
 def _split(blob: bytes) -> list[bytes]:
     return [blob[i : i + 32] for i in range(0, len(blob), 32)]
 
@@ -175,20 +218,41 @@ def _split(blob: bytes) -> list[bytes]:
 class Store:
     """SQL storage for every run's log. Thread-safe; one per process."""
 
-    def __init__(self, url: str, *, signer: LogSigner, tree_cache_runs: int = 16) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        signer: LogSigner,
+        tree_cache_runs: int = 16,
+        checker: BatchChecker | None = None,
+    ) -> None:
         self.url = url
         self.signer = signer
+        self.checker = checker or BatchChecker(workers=0)
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine = _sqlite_engine(url, immediate=True)
             self.reader = _sqlite_engine(url, immediate=False)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
-            self.reader = self.engine
+            # Reads are single statements over committed rows: in autocommit mode each is one
+            # round trip, without the BEGIN and ROLLBACK a transaction would add.
+            self.reader = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=4,
+                max_overflow=12,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+            )
         self._keys: dict[str, TrainerPublicKey] = {}
         self._trees: OrderedDict[int, tuple[threading.Lock, MerkleTree]] = OrderedDict()
         self._trees_lock = threading.Lock()
         self._tree_cache_runs = tree_cache_runs
+        # Signed tree heads never change once committed ((run, size) is their primary key), so
+        # the notes a proof or checkpoint request hands out are kept in a bounded LRU.
+        self._notes: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._notes_lock = threading.Lock()
 
     # --- schema and server facts ------------------------------------------------------------
 
@@ -275,10 +339,20 @@ class Store:
 
     def get_run(self, name: str) -> RunInfo:
         with self.reader.connect() as conn:
-            row = conn.execute(select(runs_t).where(runs_t.c.name == name)).first()
+            row = conn.execute(_RUN_BY_NAME, {"b_name": name}).first()
         if row is None:
-            raise NotFoundError(f"unknown run {name!r}: create it with POST /v1/runs first")
+            raise unknown_run(name)
         return self._info(row)
+
+    def token_and_run(self, token_hash: str, name: str) -> tuple[TokenRow | None, RunInfo | None]:
+        """A request's two look-ups on one connection: the token's row and the run."""
+        with self.reader.connect() as conn:
+            token = conn.execute(_TOKEN_BY_HASH, {"b_hash": token_hash}).first()
+            run = conn.execute(_RUN_BY_NAME, {"b_name": name}).first()
+        return (
+            None if token is None else self._token(token),
+            None if run is None else self._info(run),
+        )
 
     def list_runs(self) -> list[RunInfo]:
         with self.reader.connect() as conn:
@@ -287,8 +361,13 @@ class Store:
 
     # --- appends ----------------------------------------------------------------------------
 
-    def append(self, name: str, envelopes: Sequence[object], *, now: int | None = None) -> Receipt:
-        """Append a batch of DSSE envelope JSON objects to ``name``'s log; durable on return."""
+    def append(
+        self, run: str | RunInfo, envelopes: Sequence[object], *, now: int | None = None
+    ) -> Receipt:
+        """Append a batch of DSSE envelope JSON objects to a run's log; durable on return.
+
+        ``run`` is the run's name, or its :class:`RunInfo` as just read (its trainer key and row
+        id never change; the log state is re-read under the row lock)."""
         if not envelopes:
             raise FormatError("an append needs at least one record in 'records'")
         if len(envelopes) > MAX_BATCH:
@@ -297,19 +376,14 @@ class Store:
                 expected=f"<= {MAX_BATCH}",
                 got=len(envelopes),
             )
-        info = self.get_run(name)
-        signed = [SignedRecord.from_json(e, field=f"records[{i}]") for i, e in enumerate(envelopes)]
-        for i, s in enumerate(signed):
-            if s.record.run != name:
-                raise FormatError(
-                    f"records[{i}] belongs to another run", expected=name, got=s.record.run
-                )
-            s.verify(info.key)
+        info = self.get_run(run) if isinstance(run, str) else run
+        name = info.name
+        signed = self.checker.check(name, info.key, envelopes)
         leaves = [s.leaf_data() for s in signed]
         hashes = [SHA256.hash_leaf(leaf) for leaf in leaves]
         first = signed[0].record.seq
         with self.engine.begin() as conn:
-            row = conn.execute(select(runs_t).where(runs_t.c.id == info.pk).with_for_update()).one()
+            row = conn.execute(_LOCK_RUN, {"b_run": info.pk}).one()
             size, prev = int(row.size), row.prev
             skip = self._repeated_prefix(conn, info.pk, first, size, hashes)
             if skip == len(leaves):
@@ -320,7 +394,7 @@ class Store:
             rng = CompactRange.from_state(size=size, hashes=_split(row.compact))
             rng.extend(hashes[skip:])
             conn.execute(
-                insert(leaves_t),
+                _INSERT_LEAVES,
                 [
                     {"run_id": info.pk, "idx": size + i, "data": leaf, "leaf_hash": h}
                     for i, (leaf, h) in enumerate(zip(leaves[skip:], hashes[skip:], strict=True))
@@ -330,22 +404,25 @@ class Store:
             ts = int(time.time()) if now is None else now
             note = self.signer.sign(name, rng.size, root, timestamp=ts)
             conn.execute(
-                insert(heads_t).values(
-                    run_id=info.pk, size=rng.size, root=root, note=note, timestamp=ts
-                )
+                _INSERT_HEAD,
+                {"run_id": info.pk, "size": rng.size, "root": root, "note": note, "timestamp": ts},
             )
             done = conn.execute(
-                update(runs_t)
-                .where(runs_t.c.id == info.pk, runs_t.c.size == size)
-                .values(
-                    size=rng.size,
-                    prev=fresh[-1].record.digest,
-                    compact=b"".join(rng.hashes),
-                    root=root,
-                )
+                _ADVANCE_RUN,
+                {
+                    "b_run": info.pk,
+                    "b_size": size,
+                    "b_new_size": rng.size,
+                    "b_prev": fresh[-1].record.digest,
+                    "b_compact": b"".join(rng.hashes),
+                    "b_root": root,
+                },
             )
             if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than fork
                 raise ConflictError("the run changed during the append; retry", got=size)
+        # Committed: the new leaves and head are now facts every reader sees.
+        self._remember_note(info.pk, rng.size, note)
+        self._extend_cached_tree(info.pk, size, hashes[skip:])
         return Receipt(name, first, len(leaves), note)
 
     def _repeated_prefix(
@@ -368,12 +445,37 @@ class Store:
         return n if n == end - first else 0
 
     def _head_note(self, conn: Connection, pk: int, size: int) -> str:
-        note = conn.execute(
-            select(heads_t.c.note).where(heads_t.c.run_id == pk, heads_t.c.size == size)
-        ).scalar()
+        note = self._cached_note(pk, size)
         if note is None:
+            note = self._read_note(conn, pk, size)
+        if not note:
             raise NotFoundError(f"no tree head at size {size}")
-        return str(note)
+        return note
+
+    def _read_note(self, conn: Connection, pk: int, size: int, *, reached: bool = True) -> str:
+        """The note at ``size`` read from the database, ``""`` if none. When the run has
+        ``reached`` that size (committed), a missing head stays missing — a head is inserted in
+        the same transaction that grows the run to its size, never later — so that is cached
+        too."""
+        note = conn.execute(_NOTE_AT, {"b_run": pk, "b_size": size}).scalar()
+        text = "" if note is None else str(note)
+        if text or reached:
+            self._remember_note(pk, size, text)
+        return text
+
+    def _cached_note(self, pk: int, size: int) -> str | None:
+        """The cached note, ``""`` if known to be absent, ``None`` if not cached."""
+        with self._notes_lock:
+            note = self._notes.get((pk, size))
+            if note is not None:
+                self._notes.move_to_end((pk, size))
+            return note
+
+    def _remember_note(self, pk: int, size: int, note: str) -> None:
+        with self._notes_lock:
+            self._notes[(pk, size)] = note
+            if len(self._notes) > _NOTE_CACHE:
+                self._notes.popitem(last=False)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -394,11 +496,18 @@ class Store:
         return [(int(s), str(n)) for s, n in rows]
 
     def head_at(self, info: RunInfo, size: int) -> str | None:
-        with self.reader.connect() as conn:
-            note = conn.execute(
-                select(heads_t.c.note).where(heads_t.c.run_id == info.pk, heads_t.c.size == size)
-            ).scalar()
-        return None if note is None else str(note)
+        """The checkpoint signed at ``size``, if an append made one."""
+        note = self._cached_note(info.pk, size)
+        if note is None:
+            with self.reader.connect() as conn:
+                note = self._read_note(conn, info.pk, size, reached=size <= info.size)
+        return note or None
+
+    def cached_head_at(self, info: RunInfo, size: int) -> tuple[bool, str | None]:
+        """:meth:`head_at` from memory only: ``(known, note)``; ``known`` is False when the
+        answer needs the database."""
+        note = self._cached_note(info.pk, size)
+        return (note is not None, note or None)
 
     def entries(self, info: RunInfo, start: int, end: int) -> list[bytes]:
         """Leaf bytes ``[start, end)``."""
@@ -410,16 +519,22 @@ class Store:
             ).scalars()
             return [bytes(d) for d in rows]
 
-    def tree(self, info: RunInfo) -> MerkleTree:
-        """The run's Merkle tree with at least ``info.size`` leaves, cached per process."""
+    def _tree_entry(self, pk: int) -> tuple[threading.Lock, MerkleTree]:
         with self._trees_lock:
-            entry = self._trees.get(info.pk)
+            entry = self._trees.get(pk)
             if entry is None:
-                entry = self._trees[info.pk] = (threading.Lock(), MerkleTree())
+                entry = self._trees[pk] = (threading.Lock(), MerkleTree())
                 while len(self._trees) > self._tree_cache_runs:
                     self._trees.popitem(last=False)
-            self._trees.move_to_end(info.pk)
-        lock, tree = entry
+            self._trees.move_to_end(pk)
+            return entry
+
+    def tree(self, info: RunInfo) -> MerkleTree:
+        """The run's Merkle tree with at least ``info.size`` leaves, cached per process.
+
+        A cached tree grows by the leaf hashes this process appends (after their commit) and
+        otherwise by reading only the leaves it lacks; it is never rebuilt."""
+        lock, tree = self._tree_entry(info.pk)
         with lock:
             if tree.size < info.size:
                 with self.reader.connect() as conn:
@@ -435,6 +550,27 @@ class Store:
                     for h in rows:
                         tree.append_hash(bytes(h))
             return tree
+
+    def cached_tree(self, info: RunInfo) -> MerkleTree | None:
+        """The run's tree if this process holds it with ``info.size`` leaves already, without
+        waiting for a lock or the database (``None`` otherwise: call :meth:`tree`)."""
+        with self._trees_lock:
+            entry = self._trees.get(info.pk)
+        if entry is None or entry[1].size < info.size:
+            return None
+        return entry[1]
+
+    def _extend_cached_tree(self, pk: int, old_size: int, hashes: Sequence[bytes]) -> None:
+        """Grow a cached tree by leaves just committed at ``old_size`` (if it ends there)."""
+        with self._trees_lock:
+            entry = self._trees.get(pk)
+        if entry is None:
+            return
+        lock, tree = entry
+        with lock:
+            if tree.size == old_size:
+                for h in hashes:
+                    tree.append_hash(h)
 
     # --- blobs and statements ---------------------------------------------------------------
 
@@ -525,7 +661,7 @@ class Store:
 
     def find_token(self, token_hash: str) -> TokenRow | None:
         with self.reader.connect() as conn:
-            row = conn.execute(select(tokens_t).where(tokens_t.c.token_hash == token_hash)).first()
+            row = conn.execute(_TOKEN_BY_HASH, {"b_hash": token_hash}).first()
         return None if row is None else self._token(row)
 
     def list_tokens(self) -> list[TokenRow]:

@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
 from attest.errors import ConfigurationError
@@ -66,7 +67,7 @@ def _check_size(info: RunInfo, size: int, what: str) -> None:
 
 
 @router.get("/proof/inclusion", response_model=InclusionProof, responses=_ERRORS)
-def inclusion(
+async def inclusion(
     info: ReadableRun, state: StateDep, index: _Size, size: _Size | None = None
 ) -> InclusionProof:
     """Audit path for leaf ``index`` in the tree of ``size`` leaves (default: the latest)."""
@@ -76,7 +77,15 @@ def inclusion(
         raise ConfigurationError(
             f"index {index} is not below size {n}", expected=f"< {n}", got=index
         )
-    tree = state.store.tree(info)
+    # A proof from a cached tree is microseconds of work: it runs on the event loop, and only
+    # a tree or note this process does not hold yet costs a trip to a worker thread.
+    store = state.store
+    tree = store.cached_tree(info)
+    if tree is None:
+        tree = await run_in_threadpool(store.tree, info)
+    known, note = store.cached_head_at(info, n)
+    if not known:
+        note = await run_in_threadpool(store.head_at, info, n)
     return InclusionProof(
         run=info.name,
         index=index,
@@ -84,12 +93,12 @@ def inclusion(
         leaf_hash=tree.leaf_hash(index).hex(),
         root=tree.root(n).hex(),
         proof=[h.hex() for h in tree.inclusion_proof(index, n)],
-        checkpoint=state.store.head_at(info, n),
+        checkpoint=note,
     )
 
 
 @router.get("/proof/consistency", response_model=ConsistencyProof, responses=_ERRORS)
-def consistency(
+async def consistency(
     info: ReadableRun, state: StateDep, old: _Size, new: _Size | None = None
 ) -> ConsistencyProof:
     """Proof that the tree of ``new`` leaves (default: the latest) extends that of ``old``."""
@@ -101,7 +110,10 @@ def consistency(
             expected=f"1..{n}",
             got=old,
         )
-    tree = state.store.tree(info)
+    store = state.store
+    tree = store.cached_tree(info)
+    if tree is None:
+        tree = await run_in_threadpool(store.tree, info)
     return ConsistencyProof(
         run=info.name,
         old=old,

@@ -152,7 +152,7 @@ async def append_records(
     if not isinstance(records, list):
         raise FormatError("'records' must be a list of DSSE envelopes")
     try:
-        receipt = await run_in_threadpool(state.store.append, info.name, records)
+        receipt = await run_in_threadpool(state.store.append, info, records)
     except ChainError as exc:
         now = await run_in_threadpool(state.store.get_run, info.name)
         return JSONResponse(
