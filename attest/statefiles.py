@@ -1,5 +1,5 @@
 """State files: the optimizer, scheduler and RNG state a verifier needs to replay a segment
-(``docs/records.md`` "State files"; DESIGN §4).
+(``docs/formats.md`` "State files"; DESIGN §4).
 
 A ``weights.checkpoint`` record commits to the model digest *and* to digests of everything else
 that determines the next steps: optimizer state, learning-rate scheduler state and the random

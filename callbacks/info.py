@@ -1,5 +1,5 @@
 """Declared facts about a run: components, parent, dataset, sampler, model, code, environment
-(docs/records.md, bodies of ``run.start`` and ``data.manifest``).
+(docs/formats.md, bodies of ``run.start`` and ``data.manifest``).
 
 Everything here is plain data that ends up, as JSON, in a record body; the functions that read
 the environment (:func:`environment_facts`, :func:`code_facts`) never fail a training job: a fact

@@ -1,4 +1,4 @@
-"""The framework-free lineage recorder behind every adapter (DESIGN §4, docs/records.md).
+"""The framework-free lineage recorder behind every adapter (DESIGN §4, docs/formats.md).
 
 A :class:`Recorder` owns the run's :class:`~attest.records.RecordWriter` and its
 :class:`~attest.client.Spool`. A training loop — Lightning, Hugging Face or plain PyTorch — calls::

@@ -1,7 +1,7 @@
 """Honest runs for the verifier tests, built without Lightning or a server.
 
 :func:`train` runs a plain PyTorch loop on :class:`~tamper.models.TinyMLP` and returns the run's
-*facts* — the record bodies of docs/records.md in log order, the blobs they reference — with the
+*facts* — the record bodies of docs/formats.md in log order, the blobs they reference — with the
 state files of every checkpoint written under ``state_dir``. :func:`seal` signs the facts with a
 trainer key into a fresh :class:`~attest.log.LocalLog` (the log countersigns whatever a trainer
 submits, as a real server would), signs the lineage statement and exports the bundle. Attacks
@@ -108,7 +108,7 @@ def _seed_all(seed: int) -> None:
 
 
 def train(folder: Path, cfg: RunConfig = RunConfig(), *, run: str = "honest-run") -> Facts:
-    """Train ``cfg.steps`` SGD steps and return the facts (records.md bodies) of the run."""
+    """Train ``cfg.steps`` SGD steps and return the facts (docs/formats.md record bodies) of the run."""
     folder.mkdir(parents=True, exist_ok=True)
     state_dir, data_dir = folder / "state", folder / "data"
     data_dir.mkdir(exist_ok=True)
