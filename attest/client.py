@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from attest.bundle import Bundle
 from attest.canonical import canonical_json, sha256_digest
+from attest.durable import append_synced, truncate_synced, write_atomic
 from attest.errors import (
     AttestError,
     ChainError,
@@ -343,9 +344,7 @@ class Spool:
         data = path.read_bytes() if path.exists() else b""
         good = data.rfind(b"\n") + 1  # a torn last line was never acknowledged to the caller
         if good != len(data):
-            with open(path, "r+b") as f:
-                f.truncate(good)
-                os.fsync(f.fileno())
+            truncate_synced(path, good)
         lines = data[:good].splitlines()
         self._total = len(lines)
         self._items = [json.loads(line) for line in lines[self._shipped :]]
@@ -410,17 +409,11 @@ class Spool:
         with self._cond:
             self._shipped += count
             del self._items[:count]
-            tmp = self.folder / "shipped.tmp"
-            tmp.write_text(str(self._shipped))
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.folder / "shipped")
+            write_atomic(self.folder / "shipped", str(self._shipped).encode())
             if receipt is not None:
                 self.receipts.append(receipt)
-                with open(self.folder / "receipts.jsonl", "a") as f:
-                    f.write(json.dumps(receipt.to_json()) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
+                line = json.dumps(receipt.to_json()) + "\n"
+                append_synced(self.folder / "receipts.jsonl", line.encode())
             self._cond.notify_all()
         if receipt is not None:
             for listener in list(self._listeners):

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from attest.bundle import Bundle
 from attest.canonical import canonical_json, sha256_digest, strict_json_loads
+from attest.durable import append_synced, truncate_synced, write_atomic
 from attest.errors import ChainError, ConfigurationError, FormatError
 from attest.keys import TrainerPublicKey, load_server_key, save_server_key
 from attest.merkle import MerkleTree
@@ -208,9 +209,7 @@ class _RunFiles:
             self._add(data[pos + 4 : pos + 4 + n])
             pos += 4 + n
         if pos != len(data):  # a torn write from a crash: never acknowledged, drop it
-            with open(path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
+            truncate_synced(path, pos)
 
     def _add(self, leaf: bytes) -> None:
         record = SignedRecord.from_leaf(leaf).record
@@ -269,7 +268,7 @@ class LocalLog:
                 return
             (folder / "blobs").mkdir(parents=True, exist_ok=True)
             body = {"run": run, "trainer_key": trainer_key.to_pem(), "meta": dict(meta or {})}
-            _write_durable(folder / "run.json", json.dumps(body, indent=1).encode())
+            write_atomic(folder / "run.json", json.dumps(body, indent=1).encode())
 
     def append(self, run: str, leaves: Sequence[bytes]) -> Receipt:
         """Sequence a batch; durable on return."""
@@ -278,18 +277,12 @@ class LocalLog:
             sequence_batch(leaves, run=run, key=state.key, next_seq=state.next_seq, prev=state.prev)
             first = state.tree.size
             blob = b"".join(struct.pack(">I", len(leaf)) + leaf for leaf in leaves)
-            with open(state.folder / "entries", "ab") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
+            append_synced(state.folder / "entries", blob)
             for leaf in leaves:
                 state._add(leaf)
             note = self.signer.sign(run, state.tree.size, state.tree.root())
             line = json.dumps({"size": state.tree.size, "note": note}) + "\n"
-            with open(state.folder / "checkpoints.jsonl", "a") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            append_synced(state.folder / "checkpoints.jsonl", line.encode())
             state.checkpoints.append((state.tree.size, note))
             return Receipt(run, first, len(leaves), note)
 
@@ -299,13 +292,13 @@ class LocalLog:
         digest = sha256_digest(data)
         with self._lock:
             state = self._run(run)
-            _write_durable(state.folder / "blobs" / f"{digest[7:]}.json", data)
+            write_atomic(state.folder / "blobs" / f"{digest[7:]}.json", data)
         return digest
 
     def put_statement(self, run: str, statement: Mapping[str, Any]) -> None:
         with self._lock:
             state = self._run(run)
-            _write_durable(state.folder / "statement.json", canonical_json(dict(statement)))
+            write_atomic(state.folder / "statement.json", canonical_json(dict(statement)))
 
     def checkpoint(self, run: str) -> str:
         """The latest signed checkpoint of ``run``."""
@@ -337,17 +330,3 @@ class LocalLog:
                 statement=statement,
                 keys={"trainer": state.key.to_pem(), "server": self.signer.verifier.to_vkey()},
             )
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from attest.canonical import canonical_json, sha256_digest, strict_json_loads
 from attest.digest import digest_state_dict
+from attest.durable import write_atomic
 from attest.errors import ConfigurationError, FormatError
 
 if TYPE_CHECKING:
@@ -227,15 +228,6 @@ class LoadedState:
     digests: StateDigests
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_state(
     folder: str | os.PathLike[str],
     *,
@@ -260,8 +252,10 @@ def save_state(
     save_file(flat, str(out / "optimizer.safetensors"), metadata={_META_KEY: json.dumps(meta)})
     sched_digest = digest_scheduler(scheduler)
     if scheduler is not None:
-        _write(out / "scheduler.json", canonical_json(_jsonable(dict(scheduler), "scheduler")))
-    _write(out / "rng.json", canonical_json(dict(rng)))
+        write_atomic(
+            out / "scheduler.json", canonical_json(_jsonable(dict(scheduler), "scheduler"))
+        )
+    write_atomic(out / "rng.json", canonical_json(dict(rng)))
     rel = os.path.relpath(out, relative_to) if relative_to is not None else out.name
     return StateDigests(
         optimizer=_optimizer_digest(flat, meta),

@@ -10,9 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
 from attest.errors import ConfigurationError
+from attest.merkle import MerkleTree
 from attest.server.deps import ReadableRun, StateDep
 from attest.server.schemas import ConsistencyProof, Entries, ErrorBody, InclusionProof
-from attest.server.storage import RunInfo
+from attest.server.storage import RunInfo, Store
 
 __all__ = ["MAX_ENTRIES", "router"]
 
@@ -66,6 +67,14 @@ def _check_size(info: RunInfo, size: int, what: str) -> None:
         )
 
 
+async def _tree(store: Store, info: RunInfo) -> MerkleTree:
+    """The run's tree: from this process's cache, else loaded on a worker thread."""
+    tree = store.cached_tree(info)
+    if tree is None:
+        tree = await run_in_threadpool(store.tree, info)
+    return tree
+
+
 @router.get("/proof/inclusion", response_model=InclusionProof, responses=_ERRORS)
 async def inclusion(
     info: ReadableRun, state: StateDep, index: _Size, size: _Size | None = None
@@ -80,9 +89,7 @@ async def inclusion(
     # A proof from a cached tree is microseconds of work: it runs on the event loop, and only
     # a tree or note this process does not hold yet costs a trip to a worker thread.
     store = state.store
-    tree = store.cached_tree(info)
-    if tree is None:
-        tree = await run_in_threadpool(store.tree, info)
+    tree = await _tree(store, info)
     known, note = store.cached_head_at(info, n)
     if not known:
         note = await run_in_threadpool(store.head_at, info, n)
@@ -111,9 +118,7 @@ async def consistency(
             got=old,
         )
     store = state.store
-    tree = store.cached_tree(info)
-    if tree is None:
-        tree = await run_in_threadpool(store.tree, info)
+    tree = await _tree(store, info)
     return ConsistencyProof(
         run=info.name,
         old=old,
