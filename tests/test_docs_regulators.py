@@ -246,6 +246,14 @@ def test_walkthrough_runs_as_written(walkthrough: Walkthrough) -> None:
     )
     assert run.returncode == 1 and "NOT CONSISTENT" in run.stderr, run.stderr
 
+    for note, code in (("earlier.note", 0), ("forked.note", 1)):
+        line = f"$ attest verify bundle.json --policy policy.json --model model.safetensors --checkpoint {note}"
+        assert line in _doc()
+        args = [str(reg / a) if "." in a else a for a in shlex.split(line)[3:]]
+        result = CliRunner().invoke(verify, args)
+        assert result.exit_code == code, result.output
+        assert "integrity.earlier_checkpoints" in result.output
+
     inclusion = reg / "check_inclusion.py"
     inclusion.write_text(_script("verify_inclusion("))
     args = ["entry12.json", "inclusion12.json", "today.note", "keys/server.vkey"]

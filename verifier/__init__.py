@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from attest.verifier.result import Basis, CheckResult, Status, failed, skipped, 
 from attest.verifier.verdict import Outcome, Verdict, judge
 
 __all__ = ["Outcome", "Policy", "Verdict", "builtin_policy", "verify_bundle"]
+
+EARLIER = "integrity.earlier_checkpoints"
 
 
 def _trainer_key(bundle: Bundle, policy: Policy) -> TrainerPublicKey | None:
@@ -127,13 +130,16 @@ def verify_bundle(
     signature_mode: str = "auto",
     trust_bundle_keys: bool = False,
     parent_depth: int = 0,
+    earlier_checkpoints: Sequence[str] = (),
 ) -> Verdict:
     """Verify ``bundle`` under ``policy`` and return the :class:`Verdict`.
 
     ``model`` is the final weights (safetensors file or folder) to compare with the attested
     digest; ``data_dir`` and ``state_dir`` let checks 3–4 recompute losses and replay segments;
     ``replay`` is the number of segments to replay (``replay_seed`` makes the choice
-    reproducible); ``parent`` a fine-tune's parent bundle. A bundle that cannot be parsed gives
+    reproducible); ``parent`` a fine-tune's parent bundle; ``earlier_checkpoints`` signed tree
+    heads (C2SP note text) the verifier fetched before, which the log must extend — given, that
+    check is required, so one that cannot be opened makes the verdict "could not check". A bundle that cannot be parsed gives
     a ``tampered`` verdict; a file that cannot be read raises :class:`FormatError`.
     """
     if signature_mode not in ("auto", "all", "sample"):
@@ -156,6 +162,8 @@ def verify_bundle(
             return judge([result], policy, run="?")
     note = None
     results: list[CheckResult] = []
+    if earlier_checkpoints and EARLIER not in policy.required_checks:
+        policy = replace(policy, required_checks=(*policy.required_checks, EARLIER))
     if trust_bundle_keys:
         extra_t = (
             [TrainerPublicKey.from_pem(bundle.keys["trainer"])] if "trainer" in bundle.keys else []
@@ -189,6 +197,7 @@ def verify_bundle(
         parent_bundle=Path(parent) if parent is not None else None,
         parent_depth=parent_depth,
         signature_mode=signature_mode,
+        earlier_checkpoints=tuple(earlier_checkpoints),
     )
     results += _run_family("integrity", check_integrity, ctx)
     results += _run_family("chain", check_chain, ctx)

@@ -91,6 +91,14 @@ def _server_key(text: str) -> NoteVerifier:
     help="A fine-tune's parent bundle.",
 )
 @click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A tree head (signed note) fetched from the log server earlier; the bundle's log must "
+    "extend it. Repeatable.",
+)
+@click.option(
     "--signatures",
     type=click.Choice(["auto", "all", "sample"]),
     default="auto",
@@ -119,6 +127,7 @@ def verify(
     data_dir: Path | None,
     state_dir: Path | None,
     parent: Path | None,
+    checkpoints: tuple[Path, ...],
     signatures: str,
     as_json: bool,
     html_out: Path | None,
@@ -150,6 +159,7 @@ def verify(
             progress=progress,
             signature_mode=signatures,
             trust_bundle_keys=trust_bundle_keys,
+            earlier_checkpoints=[p.read_text(encoding="utf-8") for p in checkpoints],
         )
     except AttestError as exc:
         click.echo(f"attest verify: {exc.message}", err=True)

@@ -74,6 +74,7 @@ class VerifyContext:
     parent_depth: int = 0
     signature_mode: str = "all"  # "all": every record signature; "sample", "auto": integrity.py
     trust_note: str | None = None  # set when keys were taken from the bundle on request
+    earlier_checkpoints: tuple[str, ...] = ()  # signed notes the verifier fetched before
     _digests: dict[str, ModelDigest] = field(default_factory=dict, repr=False)
 
     # --- records ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@ the bundle and the policy's keys:
 ``integrity.consistency`` each tree head's root is recomputed from the records and an RFC 9162
                           consistency proof links each pair of successive heads (a fork — two
                           heads of one size with different roots — fails here)
+``integrity.earlier_checkpoints`` tree heads the *verifier* fetched before (``--checkpoint``) have
+                          the root of the records' prefix of their size: the log shown today
+                          continues the one shown then (skipped when none is given)
 ``integrity.statement``   the lineage statement verifies under the trainer key, for this run
 ``integrity.statement_binding`` the statement names this log (its checkpoint covers every record,
                           same root) and these records (final and init roots, data manifest,
@@ -75,6 +78,7 @@ TITLES = {
     "integrity.checkpoints": "Server-signed tree heads",
     "integrity.merkle_root": "Merkle root recomputed from the records",
     "integrity.consistency": "Consistency between successive tree heads",
+    "integrity.earlier_checkpoints": "Extends the tree heads fetched earlier",
     "integrity.statement": "Trainer-signed lineage statement",
     "integrity.statement_binding": "Statement bound to this log and its records",
 }
@@ -129,6 +133,7 @@ def check_integrity(ctx: VerifyContext) -> list[CheckResult]:
             heads_result,
             _merkle_root(ctx, log),
             _consistency(ctx, log),
+            _earlier_checkpoints(ctx, log),
             statement_result,
             binding,
         ]
@@ -504,6 +509,65 @@ def _consistency(ctx: VerifyContext, log: _Log) -> CheckResult:
         f"{max(len(log.heads) - 1, 0)} consistency proofs verify; every head's "
         "root matches the records",
         heads=len(log.heads),
+    )
+
+
+def _earlier_checkpoints(ctx: VerifyContext, log: _Log) -> CheckResult:
+    """The bundle's heads only prove the bundle consistent with itself; a head the verifier
+    fetched earlier (during training, at a previous audit) rules out a history re-signed since:
+    the records' prefix of that size must have exactly that signed root."""
+    cid = "integrity.earlier_checkpoints"
+    notes = ctx.earlier_checkpoints
+    if not notes:
+        return _r(
+            "skip",
+            cid,
+            "no earlier tree head given; pass --checkpoint with one fetched before to rule out "
+            "a history re-signed since",
+        )
+    verifier = ctx.server_verifier
+    if verifier is None:
+        return _r("skip", cid, "no trusted server key to open the given tree heads with")
+    n, checked = log.tree.size, []
+    for i, note in enumerate(notes):
+        try:
+            head = open_checkpoint(note, verifier, origin=ctx.bundle.origin).checkpoint
+        except AttestError as exc:
+            return _r(
+                "skip",
+                cid,
+                f"given tree head {i} cannot be used: {exc.message}",
+                expected=exc.expected,
+                got=exc.got,
+                index=i,
+            )
+        if head.size > n:
+            return _r(
+                "fail",
+                cid,
+                f"given tree head {i} covers {head.size} records but the bundle holds {n}: "
+                "records the log had are missing",
+                expected=f"<= {n}",
+                got=head.size,
+                index=i,
+            )
+        root = log.tree.root(head.size)
+        if root != head.root:
+            return _r(
+                "fail",
+                cid,
+                f"the log was rewritten after given tree head {i} (size {head.size}) was "
+                "signed: the records' root at that size differs",
+                expected=head.root.hex(),
+                got=root.hex(),
+                index=i,
+            )
+        checked.append(head.size)
+    return _r(
+        "pass",
+        cid,
+        f"the records continue every given tree head (sizes {', '.join(map(str, checked))})",
+        sizes=checked,
     )
 
 

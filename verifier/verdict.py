@@ -60,9 +60,10 @@ LIMITS = (
 )
 
 _TAMPER_FAMILIES = ("integrity", "chain")
-OPTIONAL_INPUT = frozenset({"chain.model"})
-"""Checks that need an input the verifier may not have (the model file): skipping one makes the
-verdict "could not check" only when the policy names the check itself, not just its family."""
+OPTIONAL_INPUT = frozenset({"chain.model", "integrity.earlier_checkpoints"})
+"""Checks that need an input the verifier may not have (the model file, earlier tree heads):
+skipping one makes the verdict "could not check" only when the policy names the check itself,
+not just its family (:func:`attest.verifier.verify_bundle` names it when the input is given)."""
 
 
 @dataclass(frozen=True)
