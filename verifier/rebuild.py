@@ -14,8 +14,16 @@ loader collated; the demo's is ``(i, x, y)``). With ``--data DIR`` the folder is
 dataset as its ``data_dir`` or ``root`` argument when its constructor takes one.
 
 **The loss of a batch** (:func:`batch_loss`), in order of preference: the model's
-``attest_loss(batch)`` method (the documented replay hook), a LightningModule's ``training_step(batch, batch_idx)`` (a tensor or a mapping with ``"loss"``),
-else ``cross_entropy(model(x), y)`` for a batch ``(ids, x, y)`` or ``(x, y)``.
+``attest_loss(batch)`` method (the documented replay hook), a LightningModule's
+``training_step(batch, batch_idx)`` (a tensor or a mapping with ``"loss"``), else
+``cross_entropy(model(x), y)`` for a batch ``(ids, x, y)`` or ``(x, y)``.
+
+**The loss of a step** (:func:`step_loss`). With gradient accumulation over *k* loader batches
+(``run.start.config.trainer.accumulate_grad_batches``), one logged step holds the sample ids of
+*k* micro-batches one after another, each of the sampler's batch size times the world size (the
+last of an epoch may be shorter). Lightning back-propagates each micro-batch's loss divided by
+*k* and logs the sum of those parts; :func:`step_loss` does the same, micro-batch by micro-batch,
+so normalisation layers see the batches training saw.
 
 Importing runs code the bundle names. Only classes are called, and only subclasses of
 ``torch.nn.Module`` (models) or ``torch.utils.data.Dataset`` (datasets); the callers import
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RebuildError",
+    "accumulation",
     "batch_loss",
     "build_dataset",
     "build_model",
@@ -47,6 +56,7 @@ __all__ = [
     "import_object",
     "preserved_rng",
     "seed_everything",
+    "step_loss",
 ]
 
 
@@ -168,6 +178,61 @@ def collate(dataset: Any, ids: Sequence[int]) -> Any:
     from torch.utils.data import default_collate
 
     return default_collate([dataset[i] for i in ids])
+
+
+def accumulation(config: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> tuple[int, int]:
+    """``(k, size)``: the micro-batches per optimizer step and the ids in each, from
+    ``run.start.config`` and the ``data.manifest`` body; ``(1, 0)`` without accumulation."""
+    trainer = config.get("trainer")
+    trainer = trainer if isinstance(trainer, Mapping) else {}
+    k = config.get("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1))
+    if k is None:
+        return 1, 0
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise RebuildError(
+            "run.start.config.trainer.accumulate_grad_batches must be a positive integer",
+            module="(trainer config)",
+            got=k,
+        )
+    if k == 1:
+        return 1, 0
+    sampler = manifest.get("sampler") if isinstance(manifest, Mapping) else None
+    sampler = sampler if isinstance(sampler, Mapping) else {}
+    size, world = sampler.get("batch_size"), sampler.get("world_size", 1)
+    if not isinstance(size, int) or size < 1 or not isinstance(world, int) or world < 1:
+        raise RebuildError(
+            "gradient accumulation needs data.manifest.sampler.batch_size and world_size to cut"
+            " a step into its micro-batches",
+            module="(data manifest)",
+            got={"batch_size": size, "world_size": world},
+        )
+    return k, size * world
+
+
+def step_loss(
+    model: torch.nn.Module,
+    dataset: Any,
+    ids: Sequence[int],
+    *,
+    accumulate: tuple[int, int] = (1, 0),
+    batch_idx: int = 0,
+    backward: bool = False,
+) -> torch.Tensor:
+    """The loss Lightning logs for one optimizer step over ``ids`` (module docstring), with
+    ``backward`` back-propagating each micro-batch's part as training did."""
+    k, size = accumulate
+    pieces = [ids[i : i + size] for i in range(0, len(ids), size)] if k > 1 else [ids]
+    total: torch.Tensor | None = None
+    for piece in pieces:
+        loss = batch_loss(model, collate(dataset, piece), batch_idx)
+        if k > 1:
+            loss = loss / k
+        if backward:
+            loss.backward()  # type: ignore[no-untyped-call]
+        part = loss.detach()
+        total = part if total is None else total + part
+    assert total is not None, "a logged step has at least one sample id"
+    return total
 
 
 def batch_loss(model: torch.nn.Module, batch: Any, batch_idx: int = 0) -> torch.Tensor:

@@ -16,7 +16,8 @@ replayed as a prefix and compared on losses only.
 its optimizer and scheduler come from its own ``configure_optimizers()`` (LightningModule
 conventions: an optimizer, a list, or ``{"optimizer", "lr_scheduler": {"scheduler", "interval",
 "frequency"}}``; one optimizer), and each step is what Lightning's automatic optimisation does:
-loss of the batch (:func:`~attest.verifier.rebuild.batch_loss`), backward, gradient clipping when
+loss of the step and its backward pass (:func:`~attest.verifier.rebuild.step_loss`: micro-batch
+by micro-batch under gradient accumulation), gradient clipping when
 ``run.start.config`` names ``gradient_clip_val`` (top level or under ``"trainer"``), optimizer
 step, scheduler step for ``interval="step"`` (``"epoch"`` at an epoch boundary of the committed
 order). Batches are the committed sample ids, whose digest must equal the logged one.
@@ -55,11 +56,11 @@ from attest.statefiles import LoadedState, load_state, restore_rng
 from attest.verifier.context import VerifyContext
 from attest.verifier.rebuild import (
     RebuildError,
-    batch_loss,
+    accumulation,
     build_dataset,
     build_model,
-    collate,
     preserved_rng,
+    step_loss,
 )
 from attest.verifier.result import Basis, CheckResult, Status
 
@@ -246,11 +247,7 @@ class _Engine:
         self.clip_algo = config.get(
             "gradient_clip_algorithm", trainer.get("gradient_clip_algorithm", "norm")
         )
-        accumulate = config.get("accumulate_grad_batches", trainer.get("accumulate_grad_batches"))
-        if accumulate not in (None, 1):
-            raise RebuildError(
-                "replay of gradient accumulation is not supported", module="(trainer config)"
-            )
+        self.accumulate = accumulation(config, ctx.data_manifest)
         self.rows = {r.step: r for r in ctx.steps()}
         self.epochs = {s.start: s.epoch for s in ctx.schedule.segments}
 
@@ -277,10 +274,10 @@ class _Engine:
             return math.nan, f"step {step} has no committed batch or no logged row"
         if sha256_digest(canonical_json(ids)) != row.batch:
             return math.nan, f"step {step}: the committed order's batch digest ≠ the logged one"
-        batch = collate(self.dataset, ids)
-        loss = batch_loss(self.model, batch, step)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss = step_loss(
+            self.model, self.dataset, ids, accumulate=self.accumulate, batch_idx=step, backward=True
+        )
         if self.clip:
             params = [p for p in self.model.parameters() if p.grad is not None]
             if self.clip_algo == "value":
@@ -294,7 +291,7 @@ class _Engine:
                 self.interval == "epoch" and boundary
             ):
                 self.sched.step()
-        return float(loss.detach().item()), None
+        return float(loss.item()), None
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -38,7 +38,14 @@ from attest.digest import digest_safetensors, digest_state_dict
 from attest.errors import AttestError
 from attest.verifier.context import VerifyContext
 from attest.verifier.initstats import assess_init
-from attest.verifier.rebuild import RebuildError, batch_loss, build_dataset, build_model, collate
+from attest.verifier.rebuild import (
+    RebuildError,
+    accumulation,
+    build_dataset,
+    build_model,
+    collate,
+    step_loss,
+)
 from attest.verifier.replay import recorded_root, verified_weights
 from attest.verifier.result import Basis, CheckResult, Status
 from attest.verifier.updatebound import check_update_bound
@@ -312,8 +319,12 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
             batch = collate(dataset, ids)
             init.model.load_state_dict(init.weights)
             init.model.train()
+            accumulate = accumulation(ctx.run_start.get("config", {}), ctx.data_manifest)
             with torch.no_grad():
-                recomputed = float(batch_loss(init.model, batch, 0).item())
+                recomputed = float(
+                    step_loss(init.model, dataset, ids, accumulate=accumulate).item()
+                )
+                init.model.load_state_dict(init.weights)  # undo normalisation-statistic updates
                 uniform, spread, v = _logit_stats(init.model, batch)
             vocab = vocab or v
             evidence |= {
