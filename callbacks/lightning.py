@@ -34,7 +34,8 @@ from attest.errors import ConfigurationError
 from attest.keys import TrainerKey
 
 from .info import Component, DatasetInfo, ModelInfo, Parent, SamplerInfo, jsonable
-from .recorder import Recorder, load_key
+from .options import check_options, load_key
+from .recorder import Recorder
 from .sampler import RecordingBatchSampler
 
 __all__ = ["LineageCallback"]
@@ -88,7 +89,7 @@ class LineageCallback(Callback):
             "flush_timeout": flush_timeout,
             "token": token,
         }
-        Recorder._check_options(**{k: v for k, v in self._options.items() if k in _CHECKED})
+        check_options(**{k: v for k, v in self._options.items() if k in _CHECKED})
         self.dataset, self.config, self.ids_from = dataset, config, ids_from
         self.recorder: Recorder | None = None
         self._params: list[torch.nn.Parameter] = []
@@ -131,7 +132,7 @@ class LineageCallback(Callback):
         rec.start(
             model_info=ModelInfo.of(pl_module, init_args),
             seed=int(seed) if seed is not None else None,
-            config=self.config if self.config is not None else _trainer_config(trainer, init_args),
+            config=_run_config(trainer, init_args, self.config),
             world_size=trainer.world_size,
             deterministic=torch.are_deterministic_algorithms_enabled(),
             init_recipe="seed-then-construct" if trainer.ckpt_path is None else "loaded",
@@ -261,17 +262,26 @@ class LineageCallback(Callback):
 _CHECKED = ("checkpoint_every", "run", "components", "parent", "state_dir", "export_bundle")
 
 
-def _trainer_config(trainer: Trainer, hparams: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "hparams": jsonable(dict(hparams)),
-        "trainer": {
-            "max_steps": trainer.max_steps,
-            "max_epochs": trainer.max_epochs,
-            "accumulate_grad_batches": trainer.accumulate_grad_batches,
-            "gradient_clip_val": jsonable(trainer.gradient_clip_val),
-            "precision": str(trainer.precision),
-        },
+def _run_config(
+    trainer: Trainer, hparams: Mapping[str, Any], extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``run.start.config``: the module's hyperparameters and the trainer settings a replay
+    depends on (accumulation, clipping), then the caller's ``config`` on top. The settings are
+    facts of the run, so a caller's ``trainer`` entry adds to them and never replaces them."""
+    settings = {
+        "max_steps": trainer.max_steps,
+        "max_epochs": trainer.max_epochs,
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "gradient_clip_val": jsonable(trainer.gradient_clip_val),
+        "gradient_clip_algorithm": jsonable(
+            getattr(trainer.gradient_clip_algorithm, "value", trainer.gradient_clip_algorithm)
+        ),
+        "precision": str(trainer.precision),
     }
+    config: dict[str, Any] = {"hparams": jsonable(dict(hparams)), **(extra or {})}
+    given = config.get("trainer")
+    config["trainer"] = {**(given if isinstance(given, Mapping) else {}), **settings}
+    return config
 
 
 def _sampler_info(trainer: Trainer) -> SamplerInfo:

@@ -305,9 +305,9 @@ def test_factory_is_opt_in(tmp_path: Path, key: Path) -> None:
 
 
 def test_fast_id_encodings_are_rfc8785() -> None:
-    from attest.callbacks.recorder import _ints_json, _order_json
+    from attest.callbacks.steps import ints_json, order_json
 
     ids = [0, 5, 123456789, 2**52, 7]
-    assert _ints_json(ids) == canonical_json(ids)
-    assert _order_json(3, ids) == canonical_json({"epoch": 3, "ids": ids})
-    assert _ints_json([]) == canonical_json([])
+    assert ints_json(ids) == canonical_json(ids)
+    assert order_json(3, ids) == canonical_json({"epoch": 3, "ids": ids})
+    assert ints_json([]) == canonical_json([])

@@ -1,0 +1,53 @@
+"""Small LightningModules with the features real models have and the demo's TinyGPT lacks (tied
+weights, normalisation buffers, a scheduler), importable by the verifier when it rebuilds them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import Dataset
+
+
+class Blobs(Dataset[tuple[int, torch.Tensor, torch.Tensor]]):
+    """Item ``i`` is ``(i, x, y)``: two noisy classes in ``dim`` dimensions."""
+
+    def __init__(self, n: int = 40, dim: int = 8, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, dim, generator=g)
+        self.y = (self.x.sum(1) > 0).long()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        return i, self.x[i], self.y[i]
+
+
+class TiedNorm(L.LightningModule):
+    """A classifier with a BatchNorm layer (running statistics are buffers), two linear layers
+    sharing one weight, AdamW and a step-wise scheduler."""
+
+    def __init__(self, dim: int = 8, hidden: int = 16, lr: float = 0.05) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.inp = torch.nn.Linear(dim, hidden)
+        self.norm = torch.nn.BatchNorm1d(hidden)
+        self.mid = torch.nn.Linear(hidden, hidden, bias=False)
+        self.out = torch.nn.Linear(hidden, hidden, bias=False)
+        self.out.weight = self.mid.weight
+        self.head = torch.nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm(self.inp(x)))
+        return self.head(torch.relu(self.out(torch.relu(self.mid(h)))))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        _, x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"])
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

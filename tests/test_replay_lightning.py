@@ -1,0 +1,91 @@
+"""Replay of runs attested by the Lightning callback with training features the hand-written
+fixtures do not exercise: gradient accumulation (with an incomplete last group in each epoch),
+BatchNorm buffers, tied weights and a step-wise scheduler. Honest runs must replay exactly; a
+run whose logged loss was altered before signing must not."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning_models import Blobs, TiedNorm
+from torch.utils.data import DataLoader
+
+from attest.callbacks import LineageCallback
+from attest.keys import TrainerKey
+from attest.verifier import Outcome, Verdict, builtin_policy, verify_bundle
+from attest.verifier.result import Status
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _train(folder: Path, *, accumulate: int) -> Path:
+    key = TrainerKey.generate()
+    key.save(folder / "trainer.key")
+    L.seed_everything(11)
+    model = TiedNorm()
+    callback = LineageCallback(
+        key=folder / "trainer.key",
+        destination=folder / "log",
+        checkpoint_every=2,
+        state_dir=folder / "state",
+        export_bundle=folder / "bundle.json",
+        # A caller's config must not hide the trainer settings replay depends on.
+        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {}}},
+    )
+    loader = DataLoader(
+        Blobs(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
+    )  # 5 batches an epoch: the last accumulation group of each epoch is incomplete
+    L.Trainer(
+        max_epochs=2,
+        callbacks=[callback],
+        deterministic=True,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accumulate_grad_batches=accumulate,
+    ).fit(model, loader)
+    return folder / "bundle.json"
+
+
+def _verify(bundle: Path, folder: Path) -> Verdict:
+    policy = replace(builtin_policy("strict"), statistics={"replay_budget": 1.0})
+    return verify_bundle(
+        bundle,
+        policy=policy,
+        state_dir=folder / "state",
+        replay=20,
+        replay_seed=0,
+        trust_bundle_keys=True,
+    )
+
+
+def _config(bundle: Path) -> dict[str, object]:
+    first = json.loads(bundle.read_text())["records"][0]
+    return json.loads(base64.b64decode(first["payload"]))["body"]["config"]
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_honest_lightning_run_replays_exactly(tmp_path: Path, accumulate: int) -> None:
+    bundle = _train(tmp_path, accumulate=accumulate)
+    config = _config(bundle)
+    assert config["trainer"]["accumulate_grad_batches"] == accumulate  # type: ignore[index]
+    assert config["data"] == {"import_path": "lightning_models:Blobs", "init_args": {}}
+    verdict = _verify(bundle, tmp_path)
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    assert replay.evidence["tolerance"]["mode"] == "exact"
+    ev = replay.evidence
+    assert ev["steps_replayed"] >= ev["training_steps"] - 2  # every interval after the first
+    assert all(s["status"] == "pass" for s in ev["segments"])
+    step0 = verdict.result("scratch.step0_loss")
+    assert step0 is not None and step0.status is Status.PASS, step0
+    assert step0.evidence["recomputed"] == pytest.approx(step0.evidence["logged"], rel=1e-6)
+    assert verdict.outcome is Outcome.VERIFIED, verdict.summary
