@@ -1,6 +1,6 @@
 """Replay of runs attested by the Lightning callback with training features the hand-written
 fixtures do not exercise: gradient accumulation (with an incomplete last group in each epoch),
-BatchNorm buffers, tied weights and a step-wise scheduler. Honest runs must replay exactly; a
+bf16 mixed precision, BatchNorm buffers, tied weights and a step-wise scheduler. Honest runs must replay exactly; a
 run whose logged loss was altered before signing must not."""
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from torch.utils.data import DataLoader
 from attest.callbacks import LineageCallback
 from attest.keys import TrainerKey
 from attest.verifier import Outcome, Verdict, builtin_policy, verify_bundle
+from attest.verifier.rebuild import RebuildError, StepRecipe
 from attest.verifier.result import Status
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def _train(folder: Path, *, accumulate: int) -> Path:
+def _train(folder: Path, *, accumulate: int, precision: str = "32-true") -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
     L.seed_everything(11)
@@ -51,6 +52,7 @@ def _train(folder: Path, *, accumulate: int) -> Path:
         enable_progress_bar=False,
         enable_model_summary=False,
         accumulate_grad_batches=accumulate,
+        precision=precision,  # type: ignore[arg-type]
     ).fit(model, loader)
     return folder / "bundle.json"
 
@@ -72,11 +74,16 @@ def _config(bundle: Path) -> dict[str, object]:
     return json.loads(base64.b64decode(first["payload"]))["body"]["config"]
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_honest_lightning_run_replays_exactly(tmp_path: Path, accumulate: int) -> None:
-    bundle = _train(tmp_path, accumulate=accumulate)
+@pytest.mark.parametrize(
+    ("accumulate", "precision"), [(1, "32-true"), (2, "32-true"), (2, "bf16-mixed")]
+)
+def test_honest_lightning_run_replays_exactly(
+    tmp_path: Path, accumulate: int, precision: str
+) -> None:
+    bundle = _train(tmp_path, accumulate=accumulate, precision=precision)
     config = _config(bundle)
     assert config["trainer"]["accumulate_grad_batches"] == accumulate  # type: ignore[index]
+    assert config["trainer"]["precision"] == precision  # type: ignore[index]
     assert config["data"] == {"import_path": "lightning_models:Blobs", "init_args": {}}
     verdict = _verify(bundle, tmp_path)
     replay = verdict.result("replay.segments")
@@ -89,3 +96,15 @@ def test_honest_lightning_run_replays_exactly(tmp_path: Path, accumulate: int) -
     assert step0 is not None and step0.status is Status.PASS, step0
     assert step0.evidence["recomputed"] == pytest.approx(step0.evidence["logged"], rel=1e-6)
     assert verdict.outcome is Outcome.VERIFIED, verdict.summary
+
+
+def test_a_precision_replay_cannot_reproduce_is_refused_by_name() -> None:
+    with pytest.raises(RebuildError, match="precision '16-mixed' is not supported"):
+        StepRecipe.of_run({"trainer": {"precision": "16-mixed"}}, None)
+    with pytest.raises(RebuildError, match="batch_size and world_size"):
+        StepRecipe.of_run({"trainer": {"accumulate_grad_batches": 2}}, {"sampler": {}})
+    recipe = StepRecipe.of_run(
+        {"trainer": {"accumulate_grad_batches": 3, "precision": "bf16-mixed"}},
+        {"sampler": {"batch_size": 4, "world_size": 2}},
+    )
+    assert recipe == StepRecipe(accumulate=3, micro_batch=8, autocast="bfloat16")

@@ -23,7 +23,9 @@ dataset as its ``data_dir`` or ``root`` argument when its constructor takes one.
 *k* micro-batches one after another, each of the sampler's batch size times the world size (the
 last of an epoch may be shorter). Lightning back-propagates each micro-batch's loss divided by
 *k* and logs the sum of those parts; :func:`step_loss` does the same, micro-batch by micro-batch,
-so normalisation layers see the batches training saw.
+so normalisation layers see the batches training saw. Under ``precision="bf16-mixed"`` each
+forward pass runs in bf16 autocast, as Lightning's mixed-precision plugin runs it
+(:class:`StepRecipe`); other reduced precisions are refused (replay is then "could not check").
 
 Importing runs code the bundle names. Only classes are called, and only subclasses of
 ``torch.nn.Module`` (models) or ``torch.utils.data.Dataset`` (datasets); the callers import
@@ -38,6 +40,7 @@ import random
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RebuildError",
-    "accumulation",
+    "StepRecipe",
     "batch_loss",
     "build_dataset",
     "build_model",
@@ -180,33 +183,59 @@ def collate(dataset: Any, ids: Sequence[int]) -> Any:
     return default_collate([dataset[i] for i in ids])
 
 
-def accumulation(config: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> tuple[int, int]:
-    """``(k, size)``: the micro-batches per optimizer step and the ids in each, from
-    ``run.start.config`` and the ``data.manifest`` body; ``(1, 0)`` without accumulation."""
-    trainer = config.get("trainer")
-    trainer = trainer if isinstance(trainer, Mapping) else {}
-    k = config.get("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1))
-    if k is None:
-        return 1, 0
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise RebuildError(
-            "run.start.config.trainer.accumulate_grad_batches must be a positive integer",
-            module="(trainer config)",
-            got=k,
-        )
-    if k == 1:
-        return 1, 0
-    sampler = manifest.get("sampler") if isinstance(manifest, Mapping) else None
-    sampler = sampler if isinstance(sampler, Mapping) else {}
-    size, world = sampler.get("batch_size"), sampler.get("world_size", 1)
-    if not isinstance(size, int) or size < 1 or not isinstance(world, int) or world < 1:
-        raise RebuildError(
-            "gradient accumulation needs data.manifest.sampler.batch_size and world_size to cut"
-            " a step into its micro-batches",
-            module="(data manifest)",
-            got={"batch_size": size, "world_size": world},
-        )
-    return k, size * world
+@dataclass(frozen=True)
+class StepRecipe:
+    """How training ran one optimizer step, as ``run.start`` and ``data.manifest`` record it:
+    ``accumulate`` micro-batches of ``micro_batch`` ids each (1 and 0 without accumulation) and
+    the autocast dtype of Lightning's mixed precision (``None`` for full precision)."""
+
+    accumulate: int = 1
+    micro_batch: int = 0
+    autocast: str | None = None
+
+    @classmethod
+    def of_run(cls, config: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> StepRecipe:
+        trainer = config.get("trainer")
+        trainer = trainer if isinstance(trainer, Mapping) else {}
+        precision = config.get("precision", trainer.get("precision"))
+        if precision not in _AUTOCAST:
+            raise RebuildError(
+                f"replay of precision {precision!r} is not supported",
+                module="(trainer config)",
+                expected=sorted(str(p) for p in _AUTOCAST if p is not None),
+                got=precision,
+            )
+        autocast = _AUTOCAST[precision]
+        k = config.get("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1))
+        if k is None or k == 1:
+            return cls(autocast=autocast)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise RebuildError(
+                "run.start.config.trainer.accumulate_grad_batches must be a positive integer",
+                module="(trainer config)",
+                got=k,
+            )
+        sampler = manifest.get("sampler") if isinstance(manifest, Mapping) else None
+        sampler = sampler if isinstance(sampler, Mapping) else {}
+        size, world = sampler.get("batch_size"), sampler.get("world_size", 1)
+        if not isinstance(size, int) or size < 1 or not isinstance(world, int) or world < 1:
+            raise RebuildError(
+                "gradient accumulation needs data.manifest.sampler.batch_size and world_size to"
+                " cut a step into its micro-batches",
+                module="(data manifest)",
+                got={"batch_size": size, "world_size": world},
+            )
+        return cls(k, size * world, autocast)
+
+
+# Lightning's precision settings whose forward pass replay reproduces on the CPU: full precision,
+# and bf16 autocast around the forward (its MixedPrecision plugin; no gradient scaling).
+_AUTOCAST: dict[object, str | None] = {
+    None: None,
+    "32": None,
+    "32-true": None,
+    "bf16-mixed": "bfloat16",
+}
 
 
 def step_loss(
@@ -214,17 +243,25 @@ def step_loss(
     dataset: Any,
     ids: Sequence[int],
     *,
-    accumulate: tuple[int, int] = (1, 0),
+    recipe: StepRecipe = StepRecipe(),
     batch_idx: int = 0,
     backward: bool = False,
 ) -> torch.Tensor:
     """The loss Lightning logs for one optimizer step over ``ids`` (module docstring), with
     ``backward`` back-propagating each micro-batch's part as training did."""
-    k, size = accumulate
+    import torch
+
+    k, size = recipe.accumulate, recipe.micro_batch
     pieces = [ids[i : i + size] for i in range(0, len(ids), size)] if k > 1 else [ids]
     total: torch.Tensor | None = None
     for piece in pieces:
-        loss = batch_loss(model, collate(dataset, piece), batch_idx)
+        batch = collate(dataset, piece)
+        if recipe.autocast is None:
+            loss = batch_loss(model, batch, batch_idx)
+        else:
+            dtype = getattr(torch, recipe.autocast)
+            with torch.autocast("cpu", dtype=dtype, cache_enabled=False):
+                loss = batch_loss(model, batch, batch_idx)
         if k > 1:
             loss = loss / k
         if backward:

@@ -56,7 +56,7 @@ from attest.statefiles import LoadedState, load_state, restore_rng
 from attest.verifier.context import VerifyContext
 from attest.verifier.rebuild import (
     RebuildError,
-    accumulation,
+    StepRecipe,
     build_dataset,
     build_model,
     preserved_rng,
@@ -247,7 +247,7 @@ class _Engine:
         self.clip_algo = config.get(
             "gradient_clip_algorithm", trainer.get("gradient_clip_algorithm", "norm")
         )
-        self.accumulate = accumulation(config, ctx.data_manifest)
+        self.recipe = StepRecipe.of_run(config, ctx.data_manifest)
         self.rows = {r.step: r for r in ctx.steps()}
         self.epochs = {s.start: s.epoch for s in ctx.schedule.segments}
 
@@ -276,7 +276,7 @@ class _Engine:
             return math.nan, f"step {step}: the committed order's batch digest ≠ the logged one"
         self.opt.zero_grad(set_to_none=True)
         loss = step_loss(
-            self.model, self.dataset, ids, accumulate=self.accumulate, batch_idx=step, backward=True
+            self.model, self.dataset, ids, recipe=self.recipe, batch_idx=step, backward=True
         )
         if self.clip:
             params = [p for p in self.model.parameters() if p.grad is not None]

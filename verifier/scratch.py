@@ -40,7 +40,7 @@ from attest.verifier.context import VerifyContext
 from attest.verifier.initstats import assess_init
 from attest.verifier.rebuild import (
     RebuildError,
-    accumulation,
+    StepRecipe,
     build_dataset,
     build_model,
     collate,
@@ -319,11 +319,12 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
             batch = collate(dataset, ids)
             init.model.load_state_dict(init.weights)
             init.model.train()
-            accumulate = accumulation(ctx.run_start.get("config", {}), ctx.data_manifest)
+            try:
+                recipe = StepRecipe.of_run(ctx.run_start.get("config", {}), ctx.data_manifest)
+            except RebuildError:  # a precision replay cannot reproduce: full precision is
+                recipe = StepRecipe()  # within the check's margin of an untrained model's loss
             with torch.no_grad():
-                recomputed = float(
-                    step_loss(init.model, dataset, ids, accumulate=accumulate).item()
-                )
+                recomputed = float(step_loss(init.model, dataset, ids, recipe=recipe).item())
                 init.model.load_state_dict(init.weights)  # undo normalisation-statistic updates
                 uniform, spread, v = _logit_stats(init.model, batch)
             vocab = vocab or v
