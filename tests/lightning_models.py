@@ -51,3 +51,20 @@ class TiedNorm(L.LightningModule):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"])
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ManualSteps(TiedNorm):
+    """:class:`TiedNorm` stepping its optimizer itself (Lightning's manual optimization)."""
+
+    def __init__(self, dim: int = 8, hidden: int = 16, lr: float = 0.05) -> None:
+        super().__init__(dim, hidden, lr)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        _, x, y = batch
+        loss = torch.nn.functional.cross_entropy(self(x), y)
+        opt.zero_grad()  # type: ignore[union-attr]
+        self.manual_backward(loss)
+        opt.step()  # type: ignore[union-attr]
+        return loss

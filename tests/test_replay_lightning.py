@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning_models import Blobs, TiedNorm
+from lightning_models import Blobs, ManualSteps, TiedNorm
 from torch.utils.data import DataLoader
 
 from attest.callbacks import LineageCallback
@@ -25,11 +25,13 @@ from attest.verifier.result import Status
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def _train(folder: Path, *, accumulate: int, precision: str = "32-true") -> Path:
+def _train(
+    folder: Path, *, accumulate: int = 1, precision: str = "32-true", model_class: type = TiedNorm
+) -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
     L.seed_everything(11)
-    model = TiedNorm()
+    model = model_class()
     callback = LineageCallback(
         key=folder / "trainer.key",
         destination=folder / "log",
@@ -108,3 +110,11 @@ def test_a_precision_replay_cannot_reproduce_is_refused_by_name() -> None:
         {"sampler": {"batch_size": 4, "world_size": 2}},
     )
     assert recipe == StepRecipe(accumulate=3, micro_batch=8, autocast="bfloat16")
+
+
+def test_manual_optimization_is_could_not_check_not_a_failure(tmp_path: Path) -> None:
+    verdict = _verify(_train(tmp_path, model_class=ManualSteps), tmp_path)
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.SKIPPED, replay
+    assert "automatic_optimization = False" in replay.why
+    assert verdict.outcome is not Outcome.NOT_FROM_SCRATCH

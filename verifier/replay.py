@@ -300,6 +300,12 @@ class _Engine:
 def _optimizers(model: Any) -> tuple[Any, Any, str, int]:
     import torch
 
+    if getattr(model, "automatic_optimization", True) is False:
+        raise RebuildError(
+            "replay re-runs Lightning's automatic optimization; this model steps its optimizer"
+            " itself (automatic_optimization = False)",
+            module=type(model).__module__,
+        )
     conf = getattr(model, "configure_optimizers", None)
     if not callable(conf):
         raise RebuildError(
