@@ -23,6 +23,9 @@ the bundle and the policy's keys:
                           same root) and these records (final and init roots, data manifest,
                           components, checkpoints, loss curve)
 
+The four tree-head checks live in :mod:`attest.verifier.heads`; this module builds the tree
+they share and runs them with the rest.
+
 Speed (bench/verify.py). The record digest is SHA-256 of the envelope payload — the payload *is*
 the record's RFC 8785 bytes, enforced when the bundle is parsed — and the log leaves are the
 bytes the parser already built, so the chain and the Merkle tree are recomputed with hashlib
@@ -48,7 +51,6 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -59,11 +61,18 @@ from attest.bundle import paused_gc
 from attest.dsse import pae
 from attest.errors import AttestError
 from attest.merkle import LEAF_PREFIX, SHA256, MerkleTree
-from attest.note import SignedCheckpoint, open_checkpoint
-from attest.proof import verify_consistency
+from attest.note import open_checkpoint
 from attest.records import SignedRecord
 from attest.statement import LineageStatement, loss_curve_digest, open_statement
 from attest.verifier.context import VerifyContext
+from attest.verifier.heads import (
+    HEAD_TITLES,
+    Log,
+    check_consistency,
+    check_earlier_checkpoints,
+    check_heads,
+    check_merkle_root,
+)
 from attest.verifier.result import Basis, CheckResult, Status, failed, passed, skipped
 
 __all__ = ["TITLES", "check_integrity", "leaf_bytes", "record_digest"]
@@ -75,12 +84,9 @@ TITLES = {
     "integrity.seq": "Record sequence numbers",
     "integrity.hash_chain": "Record hash chain",
     "integrity.steps": "Step continuity",
-    "integrity.checkpoints": "Server-signed tree heads",
-    "integrity.merkle_root": "Merkle root recomputed from the records",
-    "integrity.consistency": "Consistency between successive tree heads",
-    "integrity.earlier_checkpoints": "Extends the tree heads fetched earlier",
     "integrity.statement": "Trainer-signed lineage statement",
     "integrity.statement_binding": "Statement bound to this log and its records",
+    **HEAD_TITLES,
 }
 PARALLEL_FROM = 512
 SAMPLE_SIZE = 256
@@ -103,15 +109,6 @@ def leaf_bytes(signed: SignedRecord) -> bytes:
     return signed.leaf_data()
 
 
-@dataclass
-class _Log:
-    """What several integrity checks share: the tree over the records and the opened heads."""
-
-    tree: MerkleTree
-    heads: list[SignedCheckpoint]
-    heads_ok: bool
-
-
 def check_integrity(ctx: VerifyContext) -> list[CheckResult]:
     """Run every ``integrity.*`` check; never raises for a bad bundle."""
     with paused_gc():
@@ -119,8 +116,8 @@ def check_integrity(ctx: VerifyContext) -> list[CheckResult]:
         sha256 = hashlib.sha256
         leaf_hashes = [sha256(LEAF_PREFIX + r.leaf_data()).digest() for r in ctx.bundle.records]
         tree = MerkleTree.from_leaf_hashes(leaf_hashes, hasher=SHA256)
-        heads_result, heads = _checkpoints(ctx)
-        log = _Log(tree, heads, heads_result.status.value == "pass")
+        heads_result, heads = check_heads(ctx)
+        log = Log(tree, heads, heads_result.status.value == "pass")
         statement_result, statement = _statement(ctx)
         binding = _binding(ctx, log, statement)
         signatures = _signatures(ctx, statement_binds=binding.status is Status.PASS)
@@ -131,9 +128,9 @@ def check_integrity(ctx: VerifyContext) -> list[CheckResult]:
             _hash_chain(ctx),
             _steps(ctx),
             heads_result,
-            _merkle_root(ctx, log),
-            _consistency(ctx, log),
-            _earlier_checkpoints(ctx, log),
+            check_merkle_root(ctx, log),
+            check_consistency(ctx, log),
+            check_earlier_checkpoints(ctx, log),
             statement_result,
             binding,
         ]
@@ -378,199 +375,6 @@ def _resolve_mode(requested: str, records: int, *, statement_binds: bool) -> str
     return "sample"
 
 
-# --- tree heads -------------------------------------------------------------------------------
-
-
-def _checkpoints(ctx: VerifyContext) -> tuple[CheckResult, list[SignedCheckpoint]]:
-    cid = "integrity.checkpoints"
-    notes = ctx.bundle.checkpoints
-    verifier = ctx.server_verifier
-    if verifier is None:
-        if not ctx.policy.server_keys:
-            return _r(
-                "skip",
-                cid,
-                "the policy trusts no server key; add one to the policy or pass --trust-server",
-            ), []
-        return _r(
-            "fail",
-            cid,
-            "no tree head is signed by a server key the policy trusts",
-            expected=[v.to_vkey() for v in ctx.policy.server_keys],
-            got=ctx.bundle.keys.get("server"),
-        ), []
-    if not notes:
-        return _r("fail", cid, "the bundle holds no signed tree head", expected=">= 1", got=0), []
-    heads: list[SignedCheckpoint] = []
-    for i, note in enumerate(notes):
-        try:
-            heads.append(open_checkpoint(note, verifier, origin=ctx.bundle.origin))
-        except AttestError as exc:
-            return _r(
-                "fail",
-                cid,
-                f"tree head {i}: {exc.message}",
-                expected=exc.expected,
-                got=exc.got,
-                index=i,
-            ), heads
-    sizes = [h.checkpoint.size for h in heads]
-    if any(b < a for a, b in itertools.pairwise(sizes)):
-        return _r(
-            "fail",
-            cid,
-            "tree heads are not in increasing size order",
-            expected="increasing",
-            got=sizes,
-        ), heads
-    return _r(
-        "pass",
-        cid,
-        f"{len(heads)} tree heads signed by {verifier.name} for {ctx.bundle.origin}",
-        sizes=sizes,
-        times=[h.timestamp for h in heads],
-    ), heads
-
-
-def _merkle_root(ctx: VerifyContext, log: _Log) -> CheckResult:
-    cid = "integrity.merkle_root"
-    if not log.heads:
-        return _r("skip", cid, "no verified tree head to compare with")
-    last = log.heads[-1].checkpoint
-    n = log.tree.size
-    if last.size != n:
-        return _r(
-            "fail", cid, "the last tree head does not cover every record", expected=n, got=last.size
-        )
-    root = log.tree.root()
-    if root != last.root:
-        return _r(
-            "fail",
-            cid,
-            "the root recomputed from the records differs from the signed one",
-            expected=last.root.hex(),
-            got=root.hex(),
-            size=n,
-        )
-    return _r(
-        "pass", cid, f"root of {n} records equals the signed tree head", root=root.hex(), size=n
-    )
-
-
-def _consistency(ctx: VerifyContext, log: _Log) -> CheckResult:
-    cid = "integrity.consistency"
-    if not log.heads:
-        return _r("skip", cid, "no verified tree head to check")
-    n = log.tree.size
-    for i, h in enumerate(log.heads):
-        cp = h.checkpoint
-        if cp.size > n or cp.size == 0:
-            return _r(
-                "fail",
-                cid,
-                f"tree head {i} has a size the records cannot have",
-                expected=f"1..{n}",
-                got=cp.size,
-                index=i,
-            )
-        root = log.tree.root(cp.size)
-        if root != cp.root:
-            return _r(
-                "fail",
-                cid,
-                f"tree head {i} (size {cp.size}) signs a root these records "
-                "do not have: the log was forked or rewritten",
-                expected=root.hex(),
-                got=cp.root.hex(),
-                index=i,
-            )
-    proofs = ctx.bundle.consistency
-    for i, (a, b) in enumerate(itertools.pairwise(log.heads)):
-        try:
-            verify_consistency(
-                old_size=a.checkpoint.size,
-                new_size=b.checkpoint.size,
-                old_root=a.checkpoint.root,
-                new_root=b.checkpoint.root,
-                proof=proofs[i] if i < len(proofs) else (),
-            )
-        except AttestError as exc:
-            return _r(
-                "fail",
-                cid,
-                f"tree heads {i} → {i + 1}: {exc.message}",
-                expected=exc.expected,
-                got=exc.got,
-                index=i,
-            )
-    return _r(
-        "pass",
-        cid,
-        f"{max(len(log.heads) - 1, 0)} consistency proofs verify; every head's "
-        "root matches the records",
-        heads=len(log.heads),
-    )
-
-
-def _earlier_checkpoints(ctx: VerifyContext, log: _Log) -> CheckResult:
-    """The bundle's heads only prove the bundle consistent with itself; a head the verifier
-    fetched earlier (during training, at a previous audit) rules out a history re-signed since:
-    the records' prefix of that size must have exactly that signed root."""
-    cid = "integrity.earlier_checkpoints"
-    notes = ctx.earlier_checkpoints
-    if not notes:
-        return _r(
-            "skip",
-            cid,
-            "no earlier tree head given; pass --checkpoint with one fetched before to rule out "
-            "a history re-signed since",
-        )
-    verifier = ctx.server_verifier
-    if verifier is None:
-        return _r("skip", cid, "no trusted server key to open the given tree heads with")
-    n, checked = log.tree.size, []
-    for i, note in enumerate(notes):
-        try:
-            head = open_checkpoint(note, verifier, origin=ctx.bundle.origin).checkpoint
-        except AttestError as exc:
-            return _r(
-                "skip",
-                cid,
-                f"given tree head {i} cannot be used: {exc.message}",
-                expected=exc.expected,
-                got=exc.got,
-                index=i,
-            )
-        if head.size > n:
-            return _r(
-                "fail",
-                cid,
-                f"given tree head {i} covers {head.size} records but the bundle holds {n}: "
-                "records the log had are missing",
-                expected=f"<= {n}",
-                got=head.size,
-                index=i,
-            )
-        root = log.tree.root(head.size)
-        if root != head.root:
-            return _r(
-                "fail",
-                cid,
-                f"the log was rewritten after given tree head {i} (size {head.size}) was "
-                "signed: the records' root at that size differs",
-                expected=head.root.hex(),
-                got=root.hex(),
-                index=i,
-            )
-        checked.append(head.size)
-    return _r(
-        "pass",
-        cid,
-        f"the records continue every given tree head (sizes {', '.join(map(str, checked))})",
-        sizes=checked,
-    )
-
-
 # --- statement --------------------------------------------------------------------------------
 
 
@@ -607,7 +411,7 @@ def _statement(ctx: VerifyContext) -> tuple[CheckResult, LineageStatement | None
     ), statement
 
 
-def _binding(ctx: VerifyContext, log: _Log, st: LineageStatement | None) -> CheckResult:
+def _binding(ctx: VerifyContext, log: Log, st: LineageStatement | None) -> CheckResult:
     cid = "integrity.statement_binding"
     if st is None:
         return _r("skip", cid, "no verified statement to bind")
