@@ -1,7 +1,8 @@
 """The ``attest`` command (DESIGN §7).
 
-The core defines the command group and its own commands (``keygen``, ``hash``). The sibling
-packages contribute theirs (``serve``, ``token``, ``export``, ``verify``, ``compare``, ``demo``)
+The core defines the command group and its own commands (``keygen``, ``hash``, ``sign``,
+``export``). The sibling packages contribute theirs (``serve``, ``token``, ``verify``, ``compare``,
+``demo``)
 through the ``attest.commands`` entry-point group, loaded only when named: the core never imports
 ``attest.server``, ``attest.verifier`` or ``attest.callbacks``, and a light install that lacks an
 extra says which one to add instead of failing with a traceback.
@@ -15,6 +16,7 @@ from pathlib import Path
 import click
 
 from attest import __version__
+from attest.cli_export import export_command
 from attest.cli_hash import hash_command
 from attest.cli_sign import sign_command
 from attest.errors import AttestError
@@ -24,7 +26,6 @@ __all__ = ["main"]
 _EXTRA_FOR = {
     "serve": "server",
     "token": "server",
-    "export": "server",
     "verify": "verifier",
     "compare": "forensics",
     "demo": "all",
@@ -121,6 +122,7 @@ def keygen(kind: str, out: Path, force: bool) -> None:
 # The core's own commands; both modules import their heavy dependencies only when run.
 cli.add_command(hash_command, "hash")
 cli.add_command(sign_command, "sign")
+cli.add_command(export_command, "export")
 
 
 def main() -> None:

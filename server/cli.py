@@ -1,18 +1,16 @@
-"""``attest serve``, ``attest token``, ``attest export`` (DESIGN §7).
+"""``attest serve``, ``attest token`` (DESIGN §7).
 
 ``serve`` with no flags starts the embedded server on ``./attest-data`` (SQLite log, MLflow on
 SQLite, both served from this one process). ``token`` works on the database directly (the same
 ``--data``/``--database-url`` as ``serve``), so the first admin token can be made before any
-server runs; tokens are printed once and stored hashed. ``export`` downloads a run's bundle.
-Flags override ``ATTEST_*`` environment settings.
+server runs; tokens are printed once and stored hashed. (``attest export``, the client side,
+is in the core: ``attest.cli_export``.) Flags override ``ATTEST_*`` environment settings.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import click
 
 from attest.server.settings import Settings
 
-__all__ = ["export", "serve", "token"]
+__all__ = ["serve", "token"]
 
 _data_option = click.option(
     "--data",
@@ -203,41 +201,3 @@ def token_revoke(ident: str, data: Path | None, database_url: str | None) -> Non
             f"no active token with id or name {ident!r}; see `attest token list`"
         )
     click.echo(f"revoked {n} token(s)")
-
-
-@click.command()
-@click.argument("run")
-@click.option("--server", required=True, help="Server URL, e.g. http://127.0.0.1:8080.")
-@click.option("--token", "token_", default=None, help="Bearer token (default: ATTEST_TOKEN).")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Output file (default RUN.bundle.json).",
-)
-def export(run: str, server: str, token_: str | None, out: Path | None) -> None:
-    """Download RUN's bundle from a log server (for a verifier or regulator)."""
-    import httpx
-
-    from attest.bundle import Bundle
-
-    secret = token_ or os.environ.get("ATTEST_TOKEN")
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    try:
-        resp = httpx.get(f"{server.rstrip('/')}/v1/runs/{run}/bundle", headers=headers, timeout=120)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach {server}: {exc}; check --server") from None
-    if resp.status_code != 200:
-        try:
-            detail = resp.json().get("error", resp.text)
-        except ValueError:
-            detail = resp.text[:200]
-        raise click.ClickException(f"server answered {resp.status_code}: {detail}")
-    bundle = Bundle.from_json(resp.json())
-    path = out or Path(f"{run}.bundle.json")
-    bundle.write(path)
-    click.echo(
-        f"wrote {path} ({len(bundle.records)} records, {len(bundle.checkpoints)} checkpoints)",
-        err=True,
-    )
-    sys.stdout.flush()

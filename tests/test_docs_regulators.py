@@ -35,11 +35,12 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from attest.canonical import canonical_json
+from attest.cli_export import export_command as export
 from attest.client import HttpDestination
 from attest.keys import TrainerKey, save_server_key
 from attest.log import LogSigner
 from attest.server import Settings, create_app
-from attest.server.cli import export, token
+from attest.server.cli import token
 from attest.verifier.cli import verify
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "regulators.md"
@@ -261,3 +262,61 @@ def test_walkthrough_runs_as_written(walkthrough: Walkthrough) -> None:
     assert run.returncode == 0 and "(run.end," in run.stdout, run.stderr
     run = _python(inclusion, "entry12.json", "inclusion12.json", "earlier.note", args[3], cwd=reg)
     assert run.returncode == 1 and "NOT INCLUDED" in run.stderr, run.stderr
+
+
+def test_export_saves_a_tree_head_for_the_next_audit(
+    walkthrough: Walkthrough, tmp_path: Path
+) -> None:
+    w = walkthrough
+    out, head = tmp_path / "b.json", tmp_path / "head.note"
+    base = ["--server", w.server, "--out", str(out)]
+    result = CliRunner().invoke(
+        export, [RUN, *base, "--token", w.reader, "--checkpoint-out", str(head)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"signed tree head of size {w.final_size}" in result.output
+    assert head.read_text().splitlines()[1] == str(w.final_size)
+    policy = w.folder / "policy.json"
+    policy.write_text(
+        next(b for b in re.findall(r"```json\n(.*?)```", _doc(), re.S) if "attest-policy/v1" in b)
+    )
+    vkey = httpx.get(f"{w.server}/v1/server-key", timeout=30)
+    assert vkey.status_code == 200
+    (w.folder / "keys" / "server.vkey").write_bytes(vkey.content)
+    model = w.folder / "model.safetensors"
+    args = [str(out), "--policy", str(policy), "--model", str(model), "--checkpoint", str(head)]
+    verified = CliRunner().invoke(verify, args)
+    assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--token", "not-a-token"], "server answered 401"),
+        ([], "pass --token or set ATTEST_TOKEN"),
+        (["--token", "{reader}", "--run", "no-such-run"], "server answered 404"),
+    ],
+)
+def test_export_errors_name_the_fix(
+    walkthrough: Walkthrough, tmp_path: Path, args: list[str], message: str
+) -> None:
+    run = RUN
+    if "--run" in args:
+        run = args[args.index("--run") + 1]
+        args = args[: args.index("--run")]
+    args = [a.replace("{reader}", walkthrough.reader) for a in args]
+    env = {"ATTEST_TOKEN": ""}
+    result = CliRunner(env=env).invoke(
+        export, [run, "--server", walkthrough.server, "--out", str(tmp_path / "b.json"), *args]
+    )
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_export_to_an_unreachable_server_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        export, [RUN, "--server", f"http://127.0.0.1:{_free_port()}", "--token", "t"]
+    )
+    assert result.exit_code == 1 and "cannot reach" in result.output, result.output
+    result = CliRunner().invoke(export, [RUN, "--server", "ftp://example.org"])
+    assert result.exit_code == 1 and "http(s) URL" in result.output

@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from attest.bundle import Bundle
 from attest.canonical import canonical_json
+from attest.cli_export import export_command as export_cli
 from attest.client import HttpDestination
 from attest.keys import TrainerKey, save_server_key
 from attest.merkle import SHA256
 from attest.note import NoteVerifier, SignedCheckpoint, open_checkpoint
 from attest.proof import verify_consistency, verify_inclusion
 from attest.records import RecordWriter, SignedRecord
-from attest.server.cli import export as export_cli
 from attest.server.cli import token as token_cli
 
 BATCH = ["sha256:" + "1" * 64]
