@@ -7,7 +7,8 @@ concurrent HTTP clients on loopback (records are signed beforehand; signing is t
 - records/s appended one by one (same clients);
 - inclusion-proof latency p50/p99 over HTTP at each ``--proof-sizes`` log size, after one warm-up
   request (the server caches a run's tree): first from a single client, then from
-  ``--proof-clients`` concurrent client processes. Those logs are written straight into the
+  ``--proof-clients`` concurrent client processes; and consistency-proof latency (random old
+  size to the latest) from a single client. Those logs are written straight into the
   database with random leaf hashes and the signed tree head an append would leave: proof cost
   depends on the size, not on the leaf bytes;
 - the latency of ``GET /v1/server-key`` (no database, no auth) from a single client: the floor
@@ -26,6 +27,7 @@ SQLite, >= 1,000/s on PostgreSQL, proof p99 <= 5 ms.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -36,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -142,27 +145,78 @@ def _percentiles(times: list[float]) -> dict[str, float]:
     }
 
 
-def _proof_requests(url: str, token: str, run: str, size: int, samples: int) -> list[float]:
-    """``samples`` inclusion proofs for random leaves; latency of each in ms."""
-    rnd = secrets.SystemRandom()
-    times = []
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as h:
+def _timed_gets(
+    client: httpx.Client,
+    path: str,
+    queries: Callable[[], dict[str, int]],
+    samples: int,
+    start: Any = None,
+) -> list[float]:
+    """Latency in ms of ``samples`` GETs of ``path`` (query from ``queries()`` each time), after
+    one untimed request (the client's own set-up: connection, lazy imports). ``start``: a
+    barrier to wait at after it, so that concurrent clients measure together rather than while
+    others are still starting.
+
+    The objects this process holds by then are frozen out of its garbage collector: a full
+    collection over its imports (60 ms, 200 ms with four clients on two cores) would otherwise
+    land in the timings as if the server had been slow."""
+    client.get(path, params=queries()).raise_for_status()
+    gc.collect()
+    gc.freeze()
+    try:
+        if start is not None:
+            start.wait()
+        times = []
         for _ in range(samples):
-            i = rnd.randrange(size)
+            query = queries()
             t0 = time.perf_counter()
-            h.get(f"/v1/runs/{run}/proof/inclusion", params={"index": i}).raise_for_status()
+            client.get(path, params=query).raise_for_status()
             times.append((time.perf_counter() - t0) * 1000)
-    return times
+        return times
+    finally:
+        gc.unfreeze()
+
+
+def _proof_requests(
+    url: str,
+    token: str,
+    run: str,
+    size: int,
+    samples: int,
+    kind: str = "inclusion",
+    start: Any = None,
+) -> list[float]:
+    """Timed inclusion proofs for random leaves (or consistency proofs from random old sizes to
+    the latest), as in :func:`_timed_gets`."""
+    rnd = secrets.SystemRandom()
+
+    def queries() -> dict[str, int]:
+        if kind == "inclusion":
+            return {"index": rnd.randrange(size)}
+        return {"old": rnd.randrange(1, size + 1)}
+
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as h:
+        return _timed_gets(h, f"/v1/runs/{run}/proof/{kind}", queries, samples, start)
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(all, stolen) CPU time of the machine so far, from /proc/stat; (0, 0) where there is none.
+    Time the hypervisor gave to other machines shows up in latency tails."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def _steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / total if total > 0 else 0.0
 
 
 def _floor(url: str, samples: int) -> dict[str, float]:
-    times = []
     with httpx.Client(base_url=url) as h:
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            h.get("/v1/server-key").raise_for_status()
-            times.append((time.perf_counter() - t0) * 1000)
-    return _percentiles(times)
+        return _percentiles(_timed_gets(h, "/v1/server-key", dict, samples))
 
 
 def proof_latency(
@@ -185,11 +239,19 @@ def proof_latency(
         warm = time.perf_counter() - t0
         assert r.json()["checkpoint"], "the synthetic head should be served"
     out: dict[str, Any] = {"leaves": size, "first_request_s": warm}
+    before = _cpu_jiffies()
     out["single_client"] = _percentiles(_proof_requests(url, token, run, size, samples))
+    out["consistency_single_client"] = _percentiles(
+        _proof_requests(url, token, run, size, samples, "consistency")
+    )
+    out["single_client_cpu_steal_pct"] = _steal_pct(before, _cpu_jiffies())
     if clients > 1:  # one process per client, so clients do not queue on one GIL
-        with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as ex:
+        spawn = multiprocessing.get_context("spawn")
+        with spawn.Manager() as manager, ProcessPoolExecutor(clients, mp_context=spawn) as ex:
+            start = manager.Barrier(clients)
             futures = [
-                ex.submit(_proof_requests, url, token, run, size, samples) for _ in range(clients)
+                ex.submit(_proof_requests, url, token, run, size, samples, "inclusion", start)
+                for _ in range(clients)
             ]
             per = [f.result() for f in futures]
         out[f"{clients}_clients"] = _percentiles([x for p in per for x in p])
@@ -312,11 +374,11 @@ def main() -> None:
             )
         fl = r["server_key_floor"]
         print(
-            f"{'':>10}  floor (GET /v1/server-key): p50 {fl['p50_ms']:.2f} ms "
+            f"{r['database']:>10}  floor (GET /v1/server-key): p50 {fl['p50_ms']:.2f} ms "
             f"p99 {fl['p99_ms']:.2f} ms"
         )
         for pr in r["proofs"]:
-            line = f"{'':>10}  inclusion proof @ {pr['leaves']:>8} leaves:"
+            line = f"{'':>10}  proofs @ {pr['leaves']:>8} leaves:"
             for label, m in pr.items():
                 if isinstance(m, dict):
                     line += f"  [{label}] p50 {m['p50_ms']:.2f} ms p99 {m['p99_ms']:.2f} ms"

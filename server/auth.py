@@ -10,7 +10,8 @@ Roles:
 =========  ==================================================================================
 trainer    creates runs (only those listed, when the token lists runs); appends, stores blobs
            and the statement, and reads its own runs (and any listed ones)
-reader     reads runs: all of them, or only the listed ones (a regulator's grant)
+reader     reads runs: all of them, or only the listed ones (a regulator's grant), and posts
+           verdicts on the runs it reads
 admin      everything, including issuing and revoking tokens
 =========  ==================================================================================
 
@@ -96,6 +97,17 @@ class Principal:
                 f"token {self.name!r} may only create the runs it lists",
                 expected=list(self.runs),
                 got=run,
+            )
+
+    def require_verdict(self, run: RunInfo) -> None:
+        """Post a verdict on ``run``: a reader (a verifier or regulator) granted the run, or an
+        admin. A trainer may not: a verdict on one's own run would judge oneself."""
+        if self.role == "trainer" or not self.can_read(run):
+            raise ForbiddenError(
+                f"token {self.name!r} ({self.role}) may not post a verdict on run {run.name!r}; "
+                "use a reader token granted this run",
+                expected="reader or admin",
+                got=self.role,
             )
 
     def require_admin(self) -> None:

@@ -12,8 +12,9 @@ What goes where:
 - metrics: ``loss``, ``lr`` and ``grad_norm`` of every ``train.steps`` record, by step
   (1000 per request). Non-finite values are logged as ``null`` in the log and skipped here:
   MLflow would store ``inf`` as 1.8e308;
-- tags: ``attest.run``, ``attest.tree_size``, ``attest.root``, ``attest.verdict`` (``unverified``
-  until a verifier reports one), ``attest.trainer_key_id``;
+- tags: ``attest.run``, ``attest.tree_size``, ``attest.root``, ``attest.trainer_key_id``, and
+  ``attest.verdict`` (``unverified`` until a verifier posts a verdict; then the latest one's
+  outcome, with ``attest.verdict_policy``, ``attest.verdict_by`` and ``attest.verdict_summary``);
 - artifacts: ``bundle.json``, ``checkpoint.note`` (latest signed tree head) and ``blobs/<hex>.json``,
   uploaded when a ``run.end`` record arrives, when the statement is stored, or on request.
 
@@ -48,6 +49,7 @@ _MAX_METRICS = 1000
 _MAX_PARAMS = 100
 _MAX_PARAM_VALUE = 6000
 _MAX_KEY = 250
+_MAX_TAG = 5000  # MLflow cuts tag values at 8000 characters
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -224,13 +226,20 @@ class Mirror:
             client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
         for chunk in _chunks(metrics, _MAX_METRICS):
             client.log_batch(run_id, metrics=chunk)
-        client.log_batch(
-            run_id,
-            tags=[
-                RunTag("attest.tree_size", str(info.size)),
-                RunTag("attest.root", info.root.hex()),
-            ],
-        )
+        tags = [
+            RunTag("attest.tree_size", str(info.size)),
+            RunTag("attest.root", info.root.hex()),
+        ]
+        posted = self.store.verdicts(info)[:1]
+        for row in posted:  # the latest verdict a verifier posted
+            verdict = row["verdict"]
+            tags += [
+                RunTag("attest.verdict", str(verdict["outcome"])),
+                RunTag("attest.verdict_policy", str(verdict["policy"]["name"])),
+                RunTag("attest.verdict_by", str(row["posted_by"])),
+                RunTag("attest.verdict_summary", str(verdict["summary"])[:_MAX_TAG]),
+            ]
+        client.log_batch(run_id, tags=tags)
         if (bundle or ended) and bundle_size != info.size:
             self._upload_bundle(info, run_id)
             bundle_size = info.size

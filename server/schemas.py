@@ -15,6 +15,7 @@ __all__ = [
     "ErrorBody",
     "InclusionProof",
     "IssuedToken",
+    "PostedVerdict",
     "ReceiptOut",
     "RunSummary",
     "Stored",
@@ -96,6 +97,17 @@ class Stored(BaseModel):
     run: str
     name: str
     stored: bool
+
+
+class PostedVerdict(BaseModel):
+    """A verdict the server now keeps: its id, the poster, the tree size when it was posted."""
+
+    id: int
+    run: str
+    posted_by: str
+    size: int
+    outcome: str
+    policy: str
 
 
 class CreateToken(_Model):

@@ -29,8 +29,11 @@ The records of a batch are parsed once, and their signatures verified by the sto
 :class:`~attest.server.verifying.BatchChecker` (worker processes for large batches). Each process
 caches what never changes once committed: a run's Merkle tree (grown in place by the leaf hashes
 this process commits, else by reading only the leaves it lacks — never rebuilt) and signed tree
-heads by ``(run, size)``. Nothing that can change is cached: every request still reads its token
-and run rows, so a revocation or another replica's append is seen by the next request.
+heads by ``(run, size)``. Every request reads its token and run rows (one statement, one round
+trip), so a revocation or another replica's append is seen by the next request — with one
+bounded exception: on PostgreSQL, a proof request may reuse a read made up to
+:data:`RECENT_READ_SECONDS` earlier by this process (a revocation or append through this process
+is seen at once; one through another, within that second; see :meth:`Store.token_and_run_async`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -59,6 +63,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -71,6 +76,7 @@ from attest.log import MAX_BATCH, LogSigner, Receipt
 from attest.merkle import SHA256, CompactRange, MerkleTree
 from attest.records import check_chain
 from attest.server.errors import ConflictError, NotFoundError
+from attest.server.lookup import AsyncQuery, DriverQuery, LookupUnavailable, RecentReads
 from attest.server.verifying import BatchChecker
 
 __all__ = ["RunInfo", "Store", "TokenRow", "metadata", "unknown_run"]
@@ -142,6 +148,18 @@ mirror_t = Table(
     Column("size", BigInteger, nullable=False),
     Column("bundle_size", BigInteger, nullable=False),
 )
+verdicts_t = Table(
+    "attest_verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("attest_runs.id"), nullable=False, index=True),
+    Column("posted_by", String(200), nullable=False),
+    Column("posted_at", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("policy", String(200), nullable=False),
+    Column("document", LargeBinary, nullable=False),
+)
 server_t = Table(
     "attest_server",
     metadata,
@@ -154,6 +172,33 @@ server_t = Table(
 # and keying a statement per call costs about three times the SQLite query itself).
 _RUN_BY_NAME = select(runs_t).where(runs_t.c.name == bindparam("b_name"))
 _TOKEN_BY_HASH = select(tokens_t).where(tokens_t.c.token_hash == bindparam("b_hash"))
+# The look-up every run request makes: the caller's token row and the run's row in one statement,
+# so one database round trip (LEFT JOINs from a one-row table: either may be missing).
+_TOKEN_COLUMNS = (
+    tokens_t.c.id,
+    tokens_t.c.name,
+    tokens_t.c.role,
+    tokens_t.c.runs,
+    tokens_t.c.created_at,
+    tokens_t.c.revoked_at,
+)
+_RUN_COLUMNS = (
+    runs_t.c.id,
+    runs_t.c.name,
+    runs_t.c.owner,
+    runs_t.c.trainer_key,
+    runs_t.c.meta,
+    runs_t.c.size,
+    runs_t.c.prev,
+    runs_t.c.root,
+    runs_t.c.created_at,
+)
+_ONE_ROW = select(literal_column("1").label("one")).subquery("one")
+_TOKEN_AND_RUN = select(*_TOKEN_COLUMNS, *_RUN_COLUMNS).select_from(
+    _ONE_ROW.outerjoin(tokens_t, tokens_t.c.token_hash == bindparam("b_hash")).outerjoin(
+        runs_t, runs_t.c.name == bindparam("b_name")
+    )
+)
 _NOTE_AT = select(heads_t.c.note).where(
     heads_t.c.run_id == bindparam("b_run"), heads_t.c.size == bindparam("b_size")
 )
@@ -209,6 +254,14 @@ class TokenRow:
 
 
 _NOTE_CACHE = 4096
+RECENT_READ_SECONDS = 1.0
+"""How long, on PostgreSQL, a proof request may reuse another's read of its token and run."""
+_AUTOCOMMIT_POOL: dict[str, Any] = {
+    "pool_size": 4,
+    "max_overflow": 12,
+    "isolation_level": "AUTOCOMMIT",
+    "pool_reset_on_return": None,
+}
 
 
 def _split(blob: bytes) -> list[bytes]:
@@ -216,7 +269,11 @@ def _split(blob: bytes) -> list[bytes]:
 
 
 class Store:
-    """SQL storage for every run's log. Thread-safe; one per process."""
+    """SQL storage for every run's log. Thread-safe; one per process.
+
+    ``recent_read_seconds`` (PostgreSQL only): how long a proof request may reuse another's
+    read of its token and run (see :meth:`token_and_run_async`).
+    """
 
     def __init__(
         self,
@@ -225,6 +282,7 @@ class Store:
         signer: LogSigner,
         tree_cache_runs: int = 16,
         checker: BatchChecker | None = None,
+        recent_read_seconds: float = RECENT_READ_SECONDS,
     ) -> None:
         self.url = url
         self.signer = signer
@@ -233,18 +291,22 @@ class Store:
         if self.is_sqlite:
             self.engine = _sqlite_engine(url, immediate=True)
             self.reader = _sqlite_engine(url, immediate=False)
+            # Its own pool: the event loop must never wait for a connection that a long read
+            # on a worker thread (a bundle, a tree load) holds.
+            lookups = _sqlite_engine(url, immediate=False)
+            self._async_lookup: AsyncQuery | None = None
+            self._recent: RecentReads | None = None
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
             # Reads are single statements over committed rows: in autocommit mode each is one
             # round trip, without the BEGIN and ROLLBACK a transaction would add.
-            self.reader = create_engine(
-                url,
-                pool_pre_ping=True,
-                pool_size=4,
-                max_overflow=12,
-                isolation_level="AUTOCOMMIT",
-                pool_reset_on_return=None,
-            )
+            self.reader = create_engine(url, pool_pre_ping=True, **_AUTOCOMMIT_POOL)
+            # The per-request look-up skips the pre-ping (a second round trip); a connection
+            # found dead is discarded and that request falls back to the pinging reader.
+            lookups = create_engine(url, **_AUTOCOMMIT_POOL)
+            self._async_lookup = AsyncQuery(lookups, _TOKEN_AND_RUN)
+            self._recent = RecentReads(recent_read_seconds)
+        self._lookup = DriverQuery(lookups, _TOKEN_AND_RUN)
         self._keys: dict[str, TrainerPublicKey] = {}
         self._trees: OrderedDict[int, tuple[threading.Lock, MerkleTree]] = OrderedDict()
         self._trees_lock = threading.Lock()
@@ -291,16 +353,31 @@ class Store:
         return key
 
     def _info(self, row: Any) -> RunInfo:
+        return self._run_info(*(row._mapping[c.name] for c in _RUN_COLUMNS))
+
+    def _run_info(
+        self,
+        pk: int,
+        name: str,
+        owner: str,
+        pem: str,
+        meta: str,
+        size: int,
+        prev: str | None,
+        root: bytes,
+        created_at: int,
+    ) -> RunInfo:
+        """A run from its columns in :data:`_RUN_COLUMNS` order."""
         return RunInfo(
-            pk=row.id,
-            name=row.name,
-            owner=row.owner,
-            key=self._key(row.trainer_key),
-            meta=json.loads(row.meta),
-            size=row.size,
-            prev=row.prev,
-            root=row.root,
-            created_at=row.created_at,
+            pk=int(pk),
+            name=name,
+            owner=owner,
+            key=self._key(pem),
+            meta=json.loads(meta),
+            size=int(size),
+            prev=prev,
+            root=bytes(root),
+            created_at=int(created_at),
         )
 
     def create_run(
@@ -345,13 +422,57 @@ class Store:
         return self._info(row)
 
     def token_and_run(self, token_hash: str, name: str) -> tuple[TokenRow | None, RunInfo | None]:
-        """A request's two look-ups on one connection: the token's row and the run."""
-        with self.reader.connect() as conn:
-            token = conn.execute(_TOKEN_BY_HASH, {"b_hash": token_hash}).first()
-            run = conn.execute(_RUN_BY_NAME, {"b_name": name}).first()
+        """A request's two look-ups in one statement: the token's row and the run."""
+        params = {"b_hash": token_hash, "b_name": name}
+        try:
+            row = self._lookup.first(params)
+        except self._lookup.errors:
+            with self.reader.connect() as conn:
+                row = tuple(conn.execute(_TOKEN_AND_RUN, params).one())
+        return self._token_and_run_row(row)
+
+    async def token_and_run_async(
+        self, token_hash: str, name: str, *, recent: bool = False
+    ) -> tuple[TokenRow | None, RunInfo | None]:
+        """:meth:`token_and_run` for a request on the event loop, without a worker thread where
+        that is safe: SQLite answers in place (an indexed read of a local file, about 60 µs,
+        that in WAL mode never waits for a writer); PostgreSQL through asyncio connections,
+        else on a worker thread (the network must not stall the event loop).
+
+        ``recent``: on PostgreSQL, a valid token and its run as read by an earlier request up
+        to :data:`RECENT_READ_SECONDS` ago will do. A revocation or append made through this
+        process is seen at once; one made elsewhere, within that time. SQLite always reads.
+        """
+        lookup, recent_reads = self._async_lookup, self._recent
+        if lookup is None or recent_reads is None:  # SQLite
+            return self.token_and_run(token_hash, name)
+        key = (token_hash, name)
+        if recent:
+            hit: tuple[TokenRow, RunInfo] | None = recent_reads.get(key)
+            if hit is not None:
+                return hit
+        generation = recent_reads.generation
+        try:
+            row = await lookup.first({"b_hash": token_hash, "b_name": name})
+        except LookupUnavailable:
+            token, run = await anyio.to_thread.run_sync(self.token_and_run, token_hash, name)
+        else:
+            token, run = self._token_and_run_row(row)
+        if token is not None and token.revoked_at is None and run is not None:
+            recent_reads.put(key, (token, run), generation)
+        else:  # only a valid token and an existing run are reused, never a refusal
+            recent_reads.discard(key)
+        return token, run
+
+    def _token_and_run_row(
+        self, row: tuple[Any, ...] | None
+    ) -> tuple[TokenRow | None, RunInfo | None]:
+        if row is None:  # the one-row table always yields a row
+            raise RuntimeError("the token-and-run look-up returned no row")
+        token, run = row[: len(_TOKEN_COLUMNS)], row[len(_TOKEN_COLUMNS) :]
         return (
-            None if token is None else self._token(token),
-            None if run is None else self._info(run),
+            None if token[0] is None else self._token_row(*token),
+            None if run[0] is None else self._run_info(*run),
         )
 
     def list_runs(self) -> list[RunInfo]:
@@ -421,6 +542,7 @@ class Store:
             if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than fork
                 raise ConflictError("the run changed during the append; retry", got=size)
         # Committed: the new leaves and head are now facts every reader sees.
+        self._forget_recent_reads()
         self._remember_note(info.pk, rng.size, note)
         self._extend_cached_tree(info.pk, size, hashes[skip:])
         return Receipt(name, first, len(leaves), note)
@@ -634,6 +756,47 @@ class Store:
             ).scalar()
         return None if body is None else dict(json.loads(bytes(body)))
 
+    # --- verdicts posted by verifiers ---------------------------------------------------------
+
+    def add_verdict(self, info: RunInfo, *, posted_by: str, document: Mapping[str, Any]) -> int:
+        """Keep a verifier's verdict document (a claim by ``posted_by``, never re-judged here);
+        returns its id. Verdicts are only added, never replaced."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(verdicts_t).values(
+                    run_id=info.pk,
+                    posted_by=posted_by,
+                    posted_at=int(time.time()),
+                    size=info.size,
+                    outcome=str(document["outcome"]),
+                    policy=str(document["policy"]["name"]),
+                    document=canonical_json(dict(document)),
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def verdicts(self, info: RunInfo) -> list[dict[str, Any]]:
+        """The run's posted verdicts, newest first: ``id``, ``posted_by``, ``posted_at``, the
+        tree ``size`` when posted, and the ``verdict`` document."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(verdicts_t)
+                .where(verdicts_t.c.run_id == info.pk)
+                .order_by(verdicts_t.c.id.desc())
+            ).all()
+        return [
+            {
+                "id": r.id,
+                "posted_by": r.posted_by,
+                "posted_at": r.posted_at,
+                "size": r.size,
+                "verdict": json.loads(bytes(r.document)),
+            }
+            for r in rows
+        ]
+
     # --- tokens -----------------------------------------------------------------------------
 
     def add_token(
@@ -656,8 +819,21 @@ class Store:
 
     @staticmethod
     def _token(row: Any) -> TokenRow:
-        runs = None if row.runs is None else tuple(json.loads(row.runs))
-        return TokenRow(row.id, row.name, row.role, runs, row.created_at, row.revoked_at)
+        return Store._token_row(*(row._mapping[c.name] for c in _TOKEN_COLUMNS))
+
+    @staticmethod
+    def _token_row(
+        ident: int, name: str, role: str, runs: str | None, created_at: int, revoked_at: int | None
+    ) -> TokenRow:
+        """A token from its columns in :data:`_TOKEN_COLUMNS` order."""
+        return TokenRow(
+            int(ident),
+            name,
+            role,
+            None if runs is None else tuple(json.loads(runs)),
+            int(created_at),
+            None if revoked_at is None else int(revoked_at),
+        )
 
     def find_token(self, token_hash: str) -> TokenRow | None:
         with self.reader.connect() as conn:
@@ -680,7 +856,13 @@ class Store:
                 .where(cond, tokens_t.c.revoked_at.is_(None))
                 .values(revoked_at=int(time.time()))
             )
-            return int(result.rowcount)
+        self._forget_recent_reads()
+        return int(result.rowcount)
+
+    def _forget_recent_reads(self) -> None:
+        """After a revocation or an append: reads made before it no longer stand in for one."""
+        if self._recent is not None:
+            self._recent.clear()
 
     # --- mirror state -----------------------------------------------------------------------
 
@@ -708,10 +890,14 @@ class Store:
             except IntegrityError:
                 continue
 
+    async def close_async(self) -> None:
+        """Close the event loop's connections (call on the loop, before :meth:`dispose`)."""
+        if self._async_lookup is not None:
+            await self._async_lookup.close()
+
     def dispose(self) -> None:
-        self.engine.dispose()
-        if self.reader is not self.engine:
-            self.reader.dispose()
+        for engine in {self.engine, self.reader, self._lookup.engine}:
+            engine.dispose()
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:

@@ -320,3 +320,32 @@ def test_export_to_an_unreachable_server_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "cannot reach" in result.output, result.output
     result = CliRunner().invoke(export, [RUN, "--server", "ftp://example.org"])
     assert result.exit_code == 1 and "http(s) URL" in result.output
+
+
+def test_posting_the_verdict_as_shown(walkthrough: Walkthrough, tmp_path: Path) -> None:
+    w = walkthrough
+    line = "$ attest verify bundle.json --policy policy.json --model model.safetensors --json"
+    assert f"{line} > verdict.json" in _doc()
+    assert '"$SERVER/v1/runs/$RUN/verdicts"' in _doc()
+    bundle = tmp_path / "bundle.json"
+    assert (
+        CliRunner()
+        .invoke(export, [RUN, "--server", w.server, "--token", w.reader, "--out", str(bundle)])
+        .exit_code
+        == 0
+    )
+    policy = w.folder / "policy.json"
+    policy.write_text(
+        next(b for b in re.findall(r"```json\n(.*?)```", _doc(), re.S) if "attest-policy/v1" in b)
+    )
+    (w.folder / "keys" / "server.vkey").write_bytes(httpx.get(f"{w.server}/v1/server-key").content)
+    args = [str(bundle), "--policy", str(policy), "--model", str(w.folder / "model.safetensors")]
+    result = CliRunner().invoke(verify, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    posted = httpx.post(
+        f"{w.server}/v1/runs/{RUN}/verdicts",
+        content=result.output,
+        headers={"Authorization": f"Bearer {w.reader}", "Content-Type": "application/json"},
+    )
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["outcome"] == "verified" and posted.json()["policy"] == "ai-office-lineage"

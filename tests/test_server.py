@@ -395,6 +395,60 @@ def test_role_denials(srv: Server) -> None:
     assert post("/v1/runs/r1/records", json=records, headers=srv.h("alice")).status_code == 200
 
 
+@pytest.mark.parametrize("route", ["proof/inclusion?index=1", "proof/consistency?old=1"])
+def test_proof_routes_check_the_token_the_role_and_the_run(srv: Server, route: str) -> None:
+    key = TrainerKey.generate()
+    srv.create("r1", key)
+    srv.client.post(
+        "/v1/runs/r1/records", json=body(steps(RecordWriter("r1", key), 3)), headers=srv.h("alice")
+    )
+    srv.create("r3", TrainerKey.generate(), who="bob")
+
+    def status(run: str, headers: dict[str, str] | None = None) -> int:
+        return int(srv.client.get(f"/v1/runs/{run}/{route}", headers=headers).status_code)
+
+    nobody = {"Authorization": "Bearer attest_nope"}
+    assert (status("r1"), status("r1", nobody), status("r1", {"Authorization": "Basic x"})) == (
+        401,
+        401,
+        401,
+    )
+    assert status("absent", nobody) == 401  # 401 comes before 404, as on every run route
+    assert status("absent", srv.h("reader")) == 404
+    assert status("r1", srv.h("bob")) == 403  # another trainer's run
+    assert (status("r1", srv.h("granted")), status("r3", srv.h("granted"))) == (200, 403)
+    assert (status("r1", srv.h("alice")), status("r1", srv.h("reader"))) == (200, 200)
+    made = srv.client.post(
+        "/v1/tokens", json={"role": "reader", "name": "eve"}, headers=srv.h("admin")
+    )
+    eve = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert status("r1", eve) == 200
+    srv.client.delete("/v1/tokens/eve", headers=srv.h("admin"))
+    assert status("r1", eve) == 401
+
+
+def test_proof_sizes_beyond_the_log_are_refused(srv: Server) -> None:
+    key = TrainerKey.generate()
+    srv.create("r1", key)
+    srv.client.post(
+        "/v1/runs/r1/records", json=body(steps(RecordWriter("r1", key), 3)), headers=srv.h("alice")
+    )
+
+    def get(query: str) -> Any:
+        return srv.client.get(f"/v1/runs/r1/proof/{query}", headers=srv.h("alice"))
+
+    for query in ("inclusion?index=3", "inclusion?index=0&size=4", "inclusion?index=2&size=2"):
+        assert get(query).status_code == 400, query
+    for query in ("consistency?old=1&new=4", "consistency?old=4", "consistency?old=0"):
+        assert get(query).status_code == 400, query
+    proof = get("inclusion?index=2").json()
+    assert (proof["size"], proof["index"], len(proof["proof"])) == (3, 2, 1)
+    assert (
+        proof["checkpoint"] == srv.client.get("/v1/runs/r1/checkpoint", headers=srv.h("alice")).text
+    )
+    assert get("consistency?old=2").json()["new"] == 3
+
+
 def test_tokens_are_stored_hashed(srv: Server) -> None:
     from attest.server.auth import hash_token
 

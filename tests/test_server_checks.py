@@ -8,6 +8,7 @@ run and a malformed record, in orders that tell "first failure of the batch" apa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import signal
@@ -31,8 +32,9 @@ from attest.note import NoteVerifier, open_checkpoint
 from attest.proof import verify_inclusion
 from attest.records import RecordWriter
 from attest.server import Settings, create_app, verifying
-from attest.server.auth import issue_token
+from attest.server.auth import hash_token, issue_token
 from attest.server.cli import token as token_cli
+from attest.server.lookup import RecentReads
 from attest.server.storage import Store
 from attest.server.verifying import BatchChecker, check_batch, shared_checker
 
@@ -259,6 +261,56 @@ def test_note_cache_never_hides_a_head_written_later(store: Store) -> None:
     assert store.cached_head_at(info, 6) == (False, None)
     receipt = store.append(info, batch[3:])
     assert store.head_at(store.get_run("r"), 6) == receipt.checkpoint
+
+
+# --- the per-request read ----------------------------------------------------------------------
+
+
+def test_one_read_gives_the_token_and_the_run_either_of_which_may_be_missing(store: Store) -> None:
+    token = issue_token(store, role="reader", name="auditor", runs=["r"])[0]
+    store.create_run("r", TrainerKey.generate().public, {"purpose": "test"}, owner="t")
+    h, nobody = hash_token(token), hash_token("attest_nope")
+    row, info = store.token_and_run(h, "r")
+    assert row == store.find_token(h) and row is not None and row.runs == ("r",)
+    assert info == store.get_run("r")
+    assert store.token_and_run(h, "absent") == (row, None)
+    assert store.token_and_run(nobody, "r") == (None, info)
+    assert store.token_and_run(nobody, "absent") == (None, None)
+    # on SQLite the event-loop path reads too, even when a recent read would do
+    assert asyncio.run(store.token_and_run_async(h, "r", recent=True)) == (row, info)
+    store.revoke_token("auditor")
+    revoked, _ = asyncio.run(store.token_and_run_async(h, "r", recent=True))
+    assert revoked is not None and revoked.revoked_at is not None
+
+
+def test_recent_reads_expire_and_never_outlive_a_clear() -> None:
+    reads = RecentReads(3600, limit=2)
+    reads.put("a", 1, reads.generation)
+    assert reads.get("a") == 1
+    before = reads.generation
+    reads.clear()
+    assert reads.get("a") is None
+    reads.put("b", 2, before)  # read before the clear: it may predate the write that caused it
+    assert reads.get("b") is None
+    for key in ("b", "c", "d"):
+        reads.put(key, key, reads.generation)
+    assert (reads.get("b"), reads.get("d")) == (None, "d")  # bounded
+    reads.discard("d")
+    assert reads.get("d") is None
+    expired = RecentReads(0)
+    expired.put("a", 1, expired.generation)
+    assert expired.get("a") is None
+
+
+def test_proof_routes_document_the_bearer_scheme_like_every_run_route(tmp_path: Path) -> None:
+    spec = create_app(Settings(data=tmp_path, mlflow=False)).openapi()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    for path, model in [("inclusion", "InclusionProof"), ("consistency", "ConsistencyProof")]:
+        op = spec["paths"][f"/v1/runs/{{run}}/proof/{path}"]["get"]
+        assert op["security"] == spec["paths"]["/v1/runs/{run}/checkpoint"]["get"]["security"]
+        assert op["security"] == [{"HTTPBearer": []}]
+        schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{model}"}
 
 
 # --- over HTTP ---------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ afterwards. Without a reachable server they skip, unless ``ATTEST_REQUIRE_POSTGR
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import random
 import signal
@@ -25,17 +27,23 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi.testclient import TestClient
 
 from attest.bundle import Bundle
 from attest.canonical import canonical_json
 from attest.cli_export import export_command as export_cli
 from attest.client import HttpDestination
 from attest.keys import TrainerKey, save_server_key
+from attest.log import LogSigner
 from attest.merkle import SHA256
 from attest.note import NoteVerifier, SignedCheckpoint, open_checkpoint
 from attest.proof import verify_consistency, verify_inclusion
 from attest.records import RecordWriter, SignedRecord
+from attest.server import Settings, create_app
+from attest.server.auth import hash_token, issue_token
 from attest.server.cli import token as token_cli
+from attest.server.storage import Store
+from attest.server.verifying import BatchChecker
 
 BATCH = ["sha256:" + "1" * 64]
 
@@ -170,6 +178,7 @@ def test_mlflow_run_has_loss_history_and_bundle(
     admin = make_token("admin", "admin", "--data", str(data))
     trainer = make_token("trainer", "trainer", "--data", str(data))
     limited = make_token("reader", "limited", "--data", str(data), "--runs", "other-run")
+    auditor = make_token("reader", "auditor", "--data", str(data), "--runs", "mlrun")
     server = ServerProcess("--data", str(data), log=tmp_path / "server.log").start()
     try:
         key = TrainerKey.generate()
@@ -264,6 +273,31 @@ def test_mlflow_run_has_loss_history_and_bundle(
         bundle = Bundle.read(local)
         assert [r.leaf_data() for r in bundle.records] == [r.leaf_data() for r in records]
         assert blob in bundle.blobs
+
+        # A verifier posts its verdict: the MLflow run's verdict tags follow.
+        assert run.data.tags["attest.verdict"] == "unverified"
+        verdict = {
+            "format": "attest-verdict/v1",
+            "run": "mlrun",
+            "outcome": "verified",
+            "summary": "from scratch (policy strict)",
+            "policy": {"name": "strict", "source": "built-in"},
+            "facts": {"final_root": model["root"]},
+            "checks": [{"id": "integrity.signatures", "status": "pass"}],
+        }
+        posted = httpx.post(
+            f"{server.url}/v1/runs/mlrun/verdicts", json=verdict, headers=auth(auditor)
+        )
+        assert posted.status_code == 201, posted.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tags = client.get_run(run.info.run_id).data.tags
+            if tags["attest.verdict"] == "verified":
+                break
+            time.sleep(0.3)
+        assert tags["attest.verdict"] == "verified"
+        assert tags["attest.verdict_by"] == "auditor"
+        assert tags["attest.verdict_policy"] == "strict"
     finally:
         server.stop()
 
@@ -469,3 +503,119 @@ def test_two_replicas_append_concurrently_without_gaps_or_duplicates(
     finally:
         for s in servers:
             s.stop()
+
+
+def _drop_connections(pg_url: str) -> None:
+    """End every other session on the test database, as a database restart would."""
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+def _pg_store(pg_url: str, signer: LogSigner | None = None, **options: Any) -> Store:
+    store = Store(
+        pg_url,
+        signer=signer or LogSigner("localhost/attest", ed25519.Ed25519PrivateKey.generate()),
+        checker=BatchChecker(workers=0),
+        **options,
+    )
+    store.create_schema()
+    return store
+
+
+@pytest.mark.postgres
+def test_postgres_request_read_survives_connections_the_database_dropped(pg_url: str) -> None:
+    store = _pg_store(pg_url)
+    try:
+        token = issue_token(store, role="reader", name="auditor")[0]
+        store.create_run("r", TrainerKey.generate().public, {}, owner="t")
+        h = hash_token(token)
+        expected = store.token_and_run(h, "r")
+        assert expected[0] is not None and expected[1] is not None
+
+        async def read_around_a_drop() -> list[Any]:
+            first = await store.token_and_run_async(h, "r")
+            _drop_connections(pg_url)
+            return [first, await store.token_and_run_async(h, "r")]
+
+        _drop_connections(pg_url)
+        assert store.token_and_run(h, "r") == expected  # the thread path
+        assert asyncio.run(read_around_a_drop()) == [expected, expected]  # the event-loop path
+        assert asyncio.run(store.token_and_run_async(h, "r")) == expected  # on another loop
+    finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_proof_reads_are_reused_only_until_this_process_writes(pg_url: str) -> None:
+    store = _pg_store(pg_url, recent_read_seconds=3600)
+    other = _pg_store(pg_url, store.signer)  # another replica
+    try:
+        token = issue_token(store, role="reader", name="auditor")[0]
+        local = hash_token(issue_token(store, role="reader", name="local")[0])
+        key = TrainerKey.generate()
+        store.create_run("r", key.public, {}, owner="t")
+        records = [r.to_json() for r in chain("r", key, 4)]
+        h = hash_token(token)
+
+        def read(*, recent: bool, token_hash: str = h) -> tuple[Any, Any]:
+            return asyncio.run(store.token_and_run_async(token_hash, "r", recent=recent))
+
+        assert read(recent=True)[1].size == 0
+        other.append("r", records[:2])
+        assert read(recent=True)[1].size == 0  # a proof request may reuse the earlier read
+        assert read(recent=False)[1].size == 2  # every other request reads
+        assert read(recent=True)[1].size == 2  # and that read is the one reused next
+        store.append("r", records[2:])
+        assert read(recent=True)[1].size == 4  # this process's own append is seen at once
+        other.revoke_token("auditor")
+        assert read(recent=True)[0].revoked_at is None  # within the bound, on another replica
+        assert read(recent=False)[0].revoked_at is not None
+        assert read(recent=True)[0].revoked_at is not None  # a refusal ends the reuse
+        assert read(recent=True, token_hash=local)[0].revoked_at is None
+        store.revoke_token("local")  # a revocation through this process: seen at once
+        assert read(recent=True, token_hash=local)[0].revoked_at is not None
+    finally:
+        store.dispose()
+        other.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_proofs_never_refuse_a_leaf_another_replica_just_appended(
+    tmp_path: Path, pg_url: str
+) -> None:
+    app = create_app(
+        Settings(data=tmp_path / "a", database_url=pg_url, mlflow=False, verify_workers=0)
+    )
+    store: Store = app.state.attest.store
+    other = _pg_store(pg_url, store.signer)  # another replica
+    try:
+        reader = issue_token(store, role="reader", name="auditor")[0]
+        key = TrainerKey.generate()
+        store.create_run("r", key.public, {}, owner="t")
+        records = chain("r", key, 6)
+        other.append("r", [r.to_json() for r in records[:3]])
+        with TestClient(app) as client:
+            get = functools.partial(client.get, headers=auth(reader))
+            assert get("/v1/runs/r/proof/inclusion?index=0").json()["size"] == 3
+            newest = other.append("r", [r.to_json() for r in records[3:]]).checkpoint
+            head = open_checkpoint(newest, NoteVerifier.from_vkey(store.signer.verifier.to_vkey()))
+            proof = get("/v1/runs/r/proof/inclusion?index=5").json()
+            assert (proof["size"], proof["checkpoint"]) == (6, newest)
+            verify_inclusion(
+                index=5,
+                size=6,
+                leaf_hash=SHA256.hash_leaf(records[5].leaf_data()),
+                proof=[bytes.fromhex(x) for x in proof["proof"]],
+                root=head.checkpoint.root,
+            )
+            assert get("/v1/runs/r/proof/consistency?old=3&new=6").json()["new_root"] == (
+                head.checkpoint.root.hex()
+            )
+            store.revoke_token("auditor")
+            assert get("/v1/runs/r/proof/inclusion?index=0").status_code == 401
+    finally:
+        other.dispose()

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1", tags=["keys"])
 
 
 @router.get("/server-key", response_class=PlainTextResponse)
-def server_key(state: StateDep) -> PlainTextResponse:
+async def server_key(state: StateDep) -> PlainTextResponse:
     """``<name>+<hex key id>+<base64(0x01 ‖ Ed25519 public key)>`` followed by a newline.
 
     Pin it in a verifier policy out of band; a bundle's copy is informational only."""

@@ -2,8 +2,9 @@
 
 A run page shows what the log holds right now: tree size and root, the latest signed checkpoint,
 the loss curve (inline SVG from the ``train.steps`` records), the checkpoint chain (init →
-checkpoints → final model digests), whether the signed statement is stored, and links to the
-bundle, the raw checkpoint and the MLflow run. It is a view: the verdict comes from
+checkpoints → final model digests), whether the signed statement is stored, the latest verdict a
+verifier posted (check by check, with who posted it under which policy) and links to the
+bundle, the raw checkpoint and the MLflow run. It is a view: a verdict comes from
 ``attest verify`` on the bundle, never from this page.
 
 Browsers cannot send bearer tokens, so ``/login`` trades a token for an HttpOnly, SameSite=Strict
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -117,11 +119,34 @@ def run_page(info: ReadableRun, state: StateDep) -> HTMLResponse:
         f"<tr><th>signed statement</th><td>{'stored' if s.statement else 'not yet'}</td></tr>"
         f"</table>{partial}<h2>Loss</h2>{loss_svg(losses)}"
         f"<h2>Checkpoint chain</h2><table><tr><th>record</th><th>step</th><th>model root</th>"
-        f"</tr>{chain_rows}</table><h2>Latest signed checkpoint</h2><pre>{e(s.checkpoint)}</pre>"
-        "<p>This page is a view of the log. The verdict comes from <code>attest verify</code> "
-        "on the bundle.</p>"
+        f"</tr>{chain_rows}</table>{_verdict_section(state.store.verdicts(info)[:1])}"
+        f"<h2>Latest signed checkpoint</h2><pre>{e(s.checkpoint)}</pre>"
+        "<p>This page is a view of the log. A verdict comes from <code>attest verify</code> "
+        "on the bundle; a posted one is its poster's claim, which anyone can check the same "
+        "way.</p>"
     )
     return _page(f"attest run {info.name}", body)
+
+
+def _verdict_section(posted: list[dict[str, Any]]) -> str:
+    """The latest posted verdict, check by check (``/v1/runs/{run}/verdicts``), or a line
+    saying none was posted."""
+    e = html.escape
+    if not posted:
+        return "<h2>Verdict</h2><p>No verifier has posted a verdict (<code>unverified</code>).</p>"
+    row, verdict = posted[0], posted[0]["verdict"]
+    checks = "".join(
+        f"<tr><td>{e(str(c.get('status', '')).upper())}</td><td><code>{e(str(c['id']))}</code>"
+        f"</td><td>{e(str(c.get('basis', '')))}</td><td>{e(str(c.get('why', '')))}</td></tr>"
+        for c in verdict["checks"]
+    )
+    return (
+        f"<h2>Verdict: {e(str(verdict['outcome']))}</h2>"
+        f"<p>{e(str(verdict['summary']))}</p>"
+        f"<p>Posted by <b>{e(str(row['posted_by']))}</b> under policy "
+        f"<b>{e(str(verdict['policy']['name']))}</b> at tree size {row['size']}.</p>"
+        f"<table><tr><th>status</th><th>check</th><th>basis</th><th>why</th></tr>{checks}</table>"
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
