@@ -59,13 +59,22 @@ __all__ = [
     "RecordWriter",
     "SignedRecord",
     "check_chain",
+    "is_run_id",
 ]
 
 RECORD_PAYLOAD_TYPE = "application/vnd.attest.record.v1+json"
 MAX_LEAF_BYTES = 65535
 MAX_STEPS_PER_RECORD = 256
 _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # printable ASCII but '"' and '\\'
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_run_id(value: object) -> bool:
+    """Whether ``value`` is a run id: 1-128 characters of ``[A-Za-z0-9._-]``, not starting with
+    ``.``, ``_`` or ``-`` (the whole string: a trailing newline is not allowed either)."""
+    return isinstance(value, str) and _RUN_ID.fullmatch(value) is not None
+
+
 _SHA256_NAME = re.compile(r"sha256:[0-9a-f]{64}")
 
 # Required body fields and the JSON kinds they may take, per record type.
@@ -155,7 +164,7 @@ class Record:
         time, body = obj["time"], obj["body"]
         if rtype not in BODY_FIELDS:
             raise FormatError(f"{field}.type is unknown", expected=list(RECORD_TYPES), got=rtype)
-        if not isinstance(run, str) or not _RUN_ID.match(run):
+        if not is_run_id(run):
             raise FormatError(
                 f"{field}.run must be 1-128 characters of [A-Za-z0-9._-]", got=repr(run)
             )
@@ -373,7 +382,7 @@ class RecordWriter:
     """
 
     def __init__(self, run: str, key: TrainerKey, *, seq: int = 0, prev: str | None = None):
-        if not _RUN_ID.match(run):
+        if not is_run_id(run):
             raise FormatError(f"run id {run!r} must be 1-128 characters of [A-Za-z0-9._-]")
         self.run = run
         self._key = key

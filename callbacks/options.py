@@ -9,19 +9,17 @@ construction in both, with the same :class:`~attest.errors.ConfigurationError`.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from attest.errors import ConfigurationError
 from attest.keys import TrainerKey
+from attest.records import is_run_id
 
 from .info import Component, Parent
 
 __all__ = ["check_options", "load_key", "new_run_id"]
-
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def load_key(key: str | os.PathLike[str] | TrainerKey, *, argument: str = "key") -> TrainerKey:
@@ -59,7 +57,7 @@ def check_options(
         raise ConfigurationError(
             "checkpoint_every must be a positive number of steps", got=checkpoint_every
         )
-    if run is not None and (not isinstance(run, str) or not _RUN_ID.fullmatch(run)):
+    if run is not None and not is_run_id(run):
         raise ConfigurationError("run must be 1-128 characters of [A-Za-z0-9._-]", got=run)
     for i, c in enumerate(components):
         if not isinstance(c, Component):

@@ -18,7 +18,14 @@ from attest.canonical import (
 from attest.dsse import Envelope
 from attest.errors import ChainError, FormatError, SignatureError
 from attest.keys import TrainerKey
-from attest.records import RECORD_PAYLOAD_TYPE, RecordWriter, SignedRecord, check_chain
+from attest.records import (
+    RECORD_PAYLOAD_TYPE,
+    Record,
+    RecordWriter,
+    SignedRecord,
+    check_chain,
+    is_run_id,
+)
 
 STEPS: dict[str, Any] = {
     "first_step": 0,
@@ -266,3 +273,18 @@ def test_non_canonical_base64_padding_keeps_the_canonical_leaf() -> None:
     # ... and the leaf is the canonical encoding, as the reference path makes it.
     assert parsed.leaf_data() == signed.leaf_data() == canonical_json(signed.to_json())
     assert parsed.leaf_data() == SignedRecord.from_json_reference(obj).leaf_data()
+
+
+@pytest.mark.parametrize("run", ["run-1\n", "", "-run", "a" * 129, "run 1", "run/1", 7])
+def test_run_ids_outside_the_pattern_are_refused(trainer_key: TrainerKey, run: Any) -> None:
+    assert not is_run_id(run)
+    with pytest.raises(FormatError, match="run id"):
+        RecordWriter(run, trainer_key)
+    good = RecordWriter("run-1", trainer_key).write("train.steps", STEPS).record.to_json()
+    with pytest.raises(FormatError, match=r"record\.run"):
+        Record.from_json({**good, "run": run})
+
+
+@pytest.mark.parametrize("run", ["r", "run-1", "Run_2.b", "a" * 128])
+def test_run_ids_in_the_pattern_are_accepted(run: str) -> None:
+    assert is_run_id(run)
