@@ -21,8 +21,8 @@ import click
 
 from attest.bundle import Bundle
 from attest.canonical import strict_json_loads
+from attest.client import tree_size_of
 from attest.errors import AttestError
-from attest.note import Checkpoint, Note
 
 __all__ = ["export_command"]
 
@@ -91,6 +91,7 @@ def export_command(
         if not bundle.checkpoints:
             raise click.ClickException("the bundle holds no signed tree head to save")
         note = bundle.checkpoints[-1]
-        size = Checkpoint.from_body(Note.from_text(note).text).size
         checkpoint_out.write_text(note, encoding="utf-8")
-        click.echo(f"wrote {checkpoint_out} (signed tree head of size {size})", err=True)
+        click.echo(
+            f"wrote {checkpoint_out} (signed tree head of size {tree_size_of(note)})", err=True
+        )

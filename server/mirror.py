@@ -230,7 +230,7 @@ class Mirror:
             RunTag("attest.tree_size", str(info.size)),
             RunTag("attest.root", info.root.hex()),
         ]
-        posted = self.store.verdicts(info)[:1]
+        posted = self.store.verdicts(info, limit=1)
         for row in posted:  # the latest verdict a verifier posted
             verdict = row["verdict"]
             tags += [

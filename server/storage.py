@@ -777,14 +777,15 @@ class Store:
             assert key is not None
             return int(key[0])
 
-    def verdicts(self, info: RunInfo) -> list[dict[str, Any]]:
-        """The run's posted verdicts, newest first: ``id``, ``posted_by``, ``posted_at``, the
-        tree ``size`` when posted, and the ``verdict`` document."""
+    def verdicts(self, info: RunInfo, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The run's posted verdicts, newest first (at most ``limit``): ``id``, ``posted_by``,
+        ``posted_at``, the tree ``size`` when posted, and the ``verdict`` document."""
         with self.reader.connect() as conn:
             rows = conn.execute(
                 select(verdicts_t)
                 .where(verdicts_t.c.run_id == info.pk)
                 .order_by(verdicts_t.c.id.desc())
+                .limit(limit)
             ).all()
         return [
             {

@@ -119,7 +119,7 @@ def run_page(info: ReadableRun, state: StateDep) -> HTMLResponse:
         f"<tr><th>signed statement</th><td>{'stored' if s.statement else 'not yet'}</td></tr>"
         f"</table>{partial}<h2>Loss</h2>{loss_svg(losses)}"
         f"<h2>Checkpoint chain</h2><table><tr><th>record</th><th>step</th><th>model root</th>"
-        f"</tr>{chain_rows}</table>{_verdict_section(state.store.verdicts(info)[:1])}"
+        f"</tr>{chain_rows}</table>{_verdict_section(state.store.verdicts(info, limit=1))}"
         f"<h2>Latest signed checkpoint</h2><pre>{e(s.checkpoint)}</pre>"
         "<p>This page is a view of the log. A verdict comes from <code>attest verify</code> "
         "on the bundle; a posted one is its poster's claim, which anyone can check the same "
