@@ -27,6 +27,14 @@ Digests (the strings in the record's ``state`` object), all ``sha256:<hex>`` of 
        "torch": "<base64 of torch.get_rng_state() bytes>",
        "cuda": ["<base64>", ...] | null}
 
+Epoch starts. A data loader with no generator of its own draws from the global torch generator
+when an epoch's iterator starts (its base seed, and a shuffling sampler's seed), after the last
+step of the previous epoch and so after the state a checkpoint there captured. The callback keeps
+the generator state just before the first step of each epoch (and of the run) in
+``state_dir/rng-before-step-<s>.json`` (a ``rng.json`` document), and replay restores it when it
+reaches that step. These files are not in the log: a wrong one can only make an honest replay
+fail, never make logged weights reproduce that training did not produce.
+
 torch, numpy and safetensors are imported inside the functions that need them.
 """
 
@@ -57,8 +65,10 @@ __all__ = [
     "digest_optimizer",
     "digest_rng",
     "digest_scheduler",
+    "load_rng_before_step",
     "load_state",
     "restore_rng",
+    "save_rng_before_step",
     "save_state",
     "split_optimizer_state",
     "state_folder_name",
@@ -71,6 +81,29 @@ _META_KEY = "attest.optimizer"
 def state_folder_name(step: int) -> str:
     """``step-<s>``: the folder (relative to ``state_dir``) holding the state at step ``s``."""
     return f"step-{step}"
+
+
+def _rng_file(state_dir: str | os.PathLike[str], step: int) -> Path:
+    return Path(state_dir) / f"rng-before-step-{step}.json"
+
+
+def save_rng_before_step(
+    state_dir: str | os.PathLike[str], step: int, rng: Mapping[str, Any]
+) -> None:
+    """Keep the generator state the forward pass of ``step`` starts from (an epoch's start)."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(_rng_file(state_dir, step), canonical_json(dict(rng)))
+
+
+def load_rng_before_step(state_dir: str | os.PathLike[str], step: int) -> dict[str, Any] | None:
+    """The :func:`save_rng_before_step` document of ``step``, or ``None`` if there is none."""
+    path = _rng_file(state_dir, step)
+    if not path.is_file():
+        return None
+    doc = strict_json_loads(path.read_bytes(), what=str(path))
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path} must hold an rng.json document (a JSON object)")
+    return doc
 
 
 def _jsonable(value: Any, where: str) -> Any:

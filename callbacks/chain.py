@@ -25,6 +25,7 @@ from attest.statefiles import (
     digest_optimizer,
     digest_rng,
     digest_scheduler,
+    save_rng_before_step,
     save_state,
     state_folder_name,
 )
@@ -146,6 +147,22 @@ class ChainWriter:
         )
         del self.state.losses[first:]
         self.state.losses.extend(losses)
+
+    def epoch_start(
+        self, step: int, rng: Mapping[str, Any], state_dir: Path, full: TrainingState | None
+    ) -> None:
+        """The RNG file of an epoch's start and, given ``full``, the step-0 state folder (no
+        record: see :meth:`Recorder.epoch_started`)."""
+        save_rng_before_step(state_dir, step, rng)
+        if full is not None:
+            save_state(
+                state_dir / state_folder_name(0),
+                model=full.weights.get(),
+                optimizer=full.optimizer,
+                scheduler=full.scheduler,
+                rng=full.rng,
+                relative_to=state_dir,
+            )
 
     def checkpoint(self, step: int, copied: TrainingState, state_dir: Path | None) -> None:
         """``weights.checkpoint``, saving the state files under ``state_dir`` if given."""

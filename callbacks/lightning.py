@@ -8,6 +8,9 @@
   are never called "init".
 * ``on_train_start``: on a resume, ``run.resume`` naming the logged checkpoint root (the resumed
   weights are hashed and compared); ``data.manifest`` on a fresh run.
+* ``on_train_batch_start``: at an epoch's first batch (the loader has drawn the epoch's order
+  by then), the state replay needs there: the RNG state and, before a fresh run's first step,
+  the step-0 state files (with ``state_dir``).
 * ``on_before_optimizer_step``: learning rate and total gradient L2 norm (before clipping).
 * ``on_train_batch_end``: loss (``outputs["loss"]``, summed over accumulated micro-batches, which
   Lightning has already divided by the accumulation count) and sample ids (``batch[0]`` or a
@@ -168,6 +171,13 @@ class LineageCallback(Callback):
             )
             return
         rec.manifest(dataset=self._dataset_info(trainer), sampler=_sampler_info(trainer))
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.recorder is not None and batch_idx == 0:
+            self.recorder.epoch_started()
 
     @override
     def on_before_optimizer_step(

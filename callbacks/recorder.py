@@ -7,6 +7,7 @@ A :class:`Recorder` owns the run's :class:`~attest.records.RecordWriter` and its
     rec.attach(model, optimizer, scheduler)
     rec.start(model_info=ModelInfo.of(model, init_args), seed=seed, config=hparams)
     rec.manifest(dataset=DatasetInfo(...), sampler=SamplerInfo(...))
+    at each epoch's start, before its first step: rec.epoch_started()  # (with state_dir)
     for each optimizer step: rec.step(loss=..., lr=..., grad_norm=..., ids=..., epoch=e, batch=b)
     rec.end()
 
@@ -45,6 +46,7 @@ from attest.client import LogDestination, Spool, open_destination, yielding_to_t
 from attest.errors import ConfigurationError
 from attest.keys import TrainerKey
 from attest.records import MAX_STEPS_PER_RECORD, RecordWriter, SignedRecord
+from attest.statefiles import capture_rng
 
 from .chain import ChainWriter
 from .info import (
@@ -279,6 +281,30 @@ class Recorder:
         copied = TrainingState.capture(self.model, self.optimizer, self.scheduler)
         state_dir = self.state_dir
         self._submit(lambda chain: chain.checkpoint(step, copied, state_dir))
+
+    def epoch_started(self) -> None:
+        """Keep what replay needs at an epoch's start; call it just before the epoch's first
+        step, once the data loader has drawn the epoch's order (which consumes the global
+        generator when the loader has no generator of its own). Nothing happens without
+        ``state_dir``.
+
+        It saves the generator state that step's forward pass starts from
+        (:func:`attest.statefiles.save_rng_before_step`) and, before a fresh run's first step,
+        ``state_dir/step-0/``: the init weights with the optimizer, scheduler and RNGs as the
+        first update finds them, so a verifier can replay the interval from the init to the
+        first checkpoint (the interval that shows the run did not start from other weights).
+        Neither writes a record: ``weights.init`` commits the weights, the verifier requires a
+        fresh optimizer, and a wrong scheduler or RNG file can only make an honest replay fail.
+        """
+        if self.state_dir is None or self.state is None:
+            return
+        assert self.model is not None
+        step, state_dir = self.state.step, self.state_dir
+        full = None
+        if step == 0:
+            full = TrainingState.capture(self.model, self.optimizer, self.scheduler)
+        rng = full.rng if full is not None else capture_rng()
+        self._submit(lambda chain: chain.epoch_start(step, rng, state_dir, full))
 
     # --- resume -----------------------------------------------------------------------------
 

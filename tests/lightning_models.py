@@ -53,6 +53,14 @@ class TiedNorm(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class Dropped(TiedNorm):
+    """:class:`TiedNorm` with dropout: replay reproduces it only from the RNG state the step
+    really started with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.nn.functional.dropout(x, 0.3, self.training))
+
+
 class ManualSteps(TiedNorm):
     """:class:`TiedNorm` stepping its optimizer itself (Lightning's manual optimization)."""
 

@@ -1,7 +1,9 @@
 """Replay of runs attested by the Lightning callback with training features the hand-written
 fixtures do not exercise: gradient accumulation (with an incomplete last group in each epoch),
-bf16 mixed precision, BatchNorm buffers, tied weights and a step-wise scheduler. Honest runs must replay exactly; a
-run whose logged loss was altered before signing must not."""
+bf16 mixed precision, BatchNorm buffers, tied weights, dropout, a step-wise scheduler and a
+shuffling loader that draws its order from the global generator. Honest runs must replay
+exactly, the interval from the init to the first checkpoint included; a run whose first
+interval started from other weights must not."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning_models import Blobs, ManualSteps, TiedNorm
+from lightning_models import Blobs, Dropped, ManualSteps, TiedNorm
 from torch.utils.data import DataLoader
 
 from attest.callbacks import LineageCallback
@@ -26,7 +28,12 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def _train(
-    folder: Path, *, accumulate: int = 1, precision: str = "32-true", model_class: type = TiedNorm
+    folder: Path,
+    *,
+    accumulate: int = 1,
+    precision: str = "32-true",
+    model_class: type = TiedNorm,
+    loader_generator: bool = True,
 ) -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
@@ -41,8 +48,9 @@ def _train(
         # A caller's config must not hide the trainer settings replay depends on.
         config={"data": {"import_path": "lightning_models:Blobs", "init_args": {}}},
     )
+    generator = torch.Generator().manual_seed(5) if loader_generator else None
     loader = DataLoader(
-        Blobs(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
+        Blobs(), batch_size=8, shuffle=True, generator=generator
     )  # 5 batches an epoch: the last accumulation group of each epoch is incomplete
     L.Trainer(
         max_epochs=2,
@@ -92,7 +100,8 @@ def test_honest_lightning_run_replays_exactly(
     assert replay is not None and replay.status is Status.PASS, replay
     assert replay.evidence["tolerance"]["mode"] == "exact"
     ev = replay.evidence
-    assert ev["steps_replayed"] >= ev["training_steps"] - 2  # every interval after the first
+    assert ev["steps_replayed"] == ev["training_steps"]  # every interval, the first included
+    assert any(s["start"] == 0 for s in ev["segments"])
     assert all(s["status"] == "pass" for s in ev["segments"])
     step0 = verdict.result("scratch.step0_loss")
     assert step0 is not None and step0.status is Status.PASS, step0
@@ -118,3 +127,71 @@ def test_manual_optimization_is_could_not_check_not_a_failure(tmp_path: Path) ->
     assert replay is not None and replay.status is Status.SKIPPED, replay
     assert "automatic_optimization = False" in replay.why
     assert verdict.outcome is not Outcome.NOT_FROM_SCRATCH
+
+
+def test_dropout_with_a_loader_drawing_from_the_global_rng_replays_exactly(tmp_path: Path) -> None:
+    """The loader has no generator of its own, so each epoch's start draws from the global one.
+    The step-0 state and the epoch-start RNG files are taken after those draws, so the first
+    interval and the one crossing into the second epoch (steps 4-5, epoch 2 starts at step 5)
+    reproduce the dropout masks; without the epoch-start file the crossing one cannot."""
+    bundle = _train(tmp_path, model_class=Dropped, loader_generator=False)
+    assert (tmp_path / "state" / "step-0" / "rng.json").is_file()
+    replay = _verify(bundle, tmp_path).result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    starts = {s["start"]: s["status"] for s in replay.evidence["segments"]}
+    assert starts[0] == starts[4] == "pass"
+
+    (tmp_path / "state" / "rng-before-step-5.json").unlink()
+    replay = _verify(bundle, tmp_path).result("replay.segments")
+    assert replay is not None and replay.status is Status.FAIL
+    [bad] = [s for s in replay.evidence["segments"] if s["status"] == "fail"]
+    assert (bad["start"], bad["first_divergent_step"]) == (4, 5)
+
+
+def test_first_interval_from_other_weights_fails_replay(tmp_path: Path) -> None:
+    """A fine-tune presented as from scratch: the logged init is a genuine fresh init, but
+    training started from another model's weights. The step-0 folder handed to the verifier is
+    rebuilt to match the init; replaying from it cannot reach the first logged checkpoint."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StartFromOther(Callback):
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.add_(0.5 * torch.randn_like(p))  # "pretrained" weights
+
+    key = TrainerKey.generate()
+    key.save(tmp_path / "trainer.key")
+    L.seed_everything(11)
+    model = TiedNorm()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    callback = LineageCallback(
+        key=tmp_path / "trainer.key",
+        destination=tmp_path / "log",
+        checkpoint_every=2,
+        state_dir=tmp_path / "state",
+        export_bundle=tmp_path / "bundle.json",
+        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {}}},
+    )
+    loader = DataLoader(
+        Blobs(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
+    )
+    L.Trainer(
+        max_epochs=1,
+        callbacks=[callback, StartFromOther()],
+        deterministic=True,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, loader)
+    from attest.statefiles import load_state, save_state
+
+    step0 = tmp_path / "state" / "step-0"
+    kept = load_state(step0)
+    save_state(step0, model=init, optimizer=kept.optimizer, scheduler=kept.scheduler, rng=kept.rng)
+    replay = _verify(tmp_path / "bundle.json", tmp_path).result("replay.segments")
+    assert replay is not None and replay.status is Status.FAIL, replay
+    [first] = [s for s in replay.evidence["segments"] if s["start"] == 0]
+    assert first["status"] == "fail" and first["first_divergent_step"] == 0

@@ -30,9 +30,10 @@ replayed twice with different thread counts; the tolerance is ten times that mea
 least :data:`LOSS_FLOOR` (relative, losses) and :data:`WEIGHT_FLOOR` (relative L2, weights, which
 need the state file at ``b``); both are reported. A segment stops at its first disagreement: the
 *first divergent step* (a loss at step ``i`` that differs, or the checkpoint at ``b``) is found in
-the same pass, since losses are compared at every step and weights at the checkpoint. Segments
-that cross an epoch boundary of a model with random layers (dropout) may not reproduce: the
-loader's own draws at an epoch start are not replayed.
+the same pass, since losses are compared at every step and weights at the checkpoint. At the
+first step of an epoch the generators are set from ``state_dir/rng-before-step-<s>.json`` when the
+callback kept it: a loader without its own generator draws from the global one at an epoch's
+start, which a model with random layers (dropout) would otherwise not see in replay.
 
 The cost is reported as replayed steps over training steps, noise replays included.
 """
@@ -52,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from attest.canonical import canonical_json, sha256_digest
 from attest.digest import digest_safetensors, digest_state_dict
 from attest.errors import AttestError, DigestMismatchError, FormatError
-from attest.statefiles import LoadedState, load_state, restore_rng
+from attest.statefiles import LoadedState, load_rng_before_step, load_state, restore_rng
 from attest.verifier.context import VerifyContext
 from attest.verifier.rebuild import (
     RebuildError,
@@ -268,6 +269,10 @@ class _Engine:
         """Run update ``step``; return the loss before it and a problem with the batch, if any."""
         import torch
 
+        if step in self.epochs and self.ctx.state_dir is not None:
+            rng = load_rng_before_step(self.ctx.state_dir, step)
+            if rng is not None:  # the loader drew from the global generator at the epoch start
+                restore_rng(rng)
         ids = self.ctx.batch_ids(step)
         row = self.rows.get(step)
         if ids is None or row is None:
