@@ -217,14 +217,15 @@ class LineageCallback(Callback):
             self._reset_step()
 
     def _batch_ids(self, trainer: Trainer, batch: Any, batch_idx: int) -> torch.Tensor:
+        found: Any
         if self.ids_from == "sampler":
             sampler = trainer.train_dataloader.batch_sampler  # type: ignore[union-attr]
-            ids = torch.as_tensor(sampler.ids_for(batch_idx), dtype=torch.long)
+            found = torch.as_tensor(sampler.ids_for(batch_idx), dtype=torch.long)
         elif isinstance(batch, Mapping):
-            ids = batch["ids"] if "ids" in batch else batch["index"]
+            found = batch.get("ids", batch.get("index"))
         else:
-            ids = batch[0]
-        ids = torch.as_tensor(ids).detach().reshape(-1)
+            found = batch[0] if isinstance(batch, Sequence) and len(batch) else None
+        ids = _as_ids(found, batch)
         if trainer.world_size > 1:  # collective: every rank takes part, rank order
             ids = trainer.strategy.all_gather(ids.to(trainer.strategy.root_device)).reshape(-1)
         return ids.cpu()
@@ -267,6 +268,34 @@ class LineageCallback(Callback):
         fingerprint = getattr(dataset, "fingerprint", None)
         fp = fingerprint() if callable(fingerprint) else fingerprint
         return DatasetInfo(type(dataset).__name__, size, fp if isinstance(fp, str) else None)
+
+
+def _as_ids(value: Any, batch: Any) -> torch.Tensor:
+    """The batch's sample ids as a 1-d integer tensor; a clear error for anything else (the
+    features or token ids of a plain ``(x, y)`` batch would otherwise be logged as the order)."""
+    try:
+        ids = torch.as_tensor(value).detach() if value is not None else None
+    except (TypeError, ValueError, RuntimeError):
+        ids = None
+    if (
+        ids is None
+        or ids.ndim > 1
+        or ids.dtype in (torch.bool, torch.uint8)
+        or (ids.is_floating_point() or ids.is_complex())
+    ):
+        where = (
+            "the batch has no 'ids' or 'index' entry"
+            if isinstance(batch, Mapping)
+            else ("batch[0] is not one integer per sample")
+        )
+        got = None if ids is None else f"dtype {ids.dtype}, shape {tuple(ids.shape)}"
+        raise ConfigurationError(
+            f"attest records each step's sample ids (dataset indices), but {where}; have the "
+            "Dataset return (index, ...) items, give dict batches an 'ids' entry, or pass "
+            "ids_from='sampler' with a RecordingBatchSampler",
+            got=got,
+        )
+    return ids.reshape(-1)
 
 
 _CHECKED = ("checkpoint_every", "run", "components", "parent", "state_dir", "export_bundle")

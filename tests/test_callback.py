@@ -282,6 +282,42 @@ def test_sample_ids_from_a_recording_batch_sampler(tmp_path: Path, key: Path) ->
     assert steps_of(bundle) == list(range(20))
 
 
+@pytest.mark.parametrize("kind", ["token rows", "float features", "dict without ids"])
+def test_a_batch_without_sample_ids_is_refused_by_name(
+    tmp_path: Path, key: Path, kind: str
+) -> None:
+    """A plain ``(x, y)`` batch must not have its first tensor logged as the data order."""
+    from torch.utils.data import TensorDataset
+
+    ds = dataset()
+    xs = torch.stack([ds[i][1] for i in range(len(ds))])
+    ys = torch.stack([ds[i][2] for i in range(len(ds))])
+    items: Any = {
+        "token rows": TensorDataset(xs, ys),
+        "float features": TensorDataset(xs.float(), ys),
+        "dict without ids": [{"x": x, "y": y} for x, y in zip(xs, ys, strict=True)],
+    }[kind]
+
+    class Plain(TinyGPT):  # type: ignore[misc]
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else batch
+            loss: torch.Tensor = self.loss((None, x.long(), y))
+            return loss
+
+    cb = LineageCallback(key=key, destination=tmp_path / "log", spool_dir=tmp_path / "spool")
+    trainer = L.Trainer(
+        max_steps=2,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(ConfigurationError, match="ids_from='sampler'") as caught:
+        trainer.fit(Plain(ds.vocab_size, **HP), DataLoader(items, batch_size=8))
+    assert ("'ids' or 'index'" in caught.value.message) == (kind == "dict without ids")
+
+
 def test_factory_is_opt_in(tmp_path: Path, key: Path) -> None:
     from attest.callbacks.factory import callbacks_from_environment
 
