@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from attest.digest import digest_safetensors, digest_state_dict
 from attest.errors import AttestError
+from attest.verifier.checkpoint_state import recorded_root, verified_weights
 from attest.verifier.context import VerifyContext
 from attest.verifier.initstats import assess_init
 from attest.verifier.rebuild import (
@@ -46,7 +47,6 @@ from attest.verifier.rebuild import (
     collate,
     step_loss,
 )
-from attest.verifier.replay import recorded_root, verified_weights
 from attest.verifier.result import Basis, CheckResult, Status
 from attest.verifier.updatebound import check_update_bound
 

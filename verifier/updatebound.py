@@ -19,8 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from attest.verifier.checkpoint_state import verified_weights
 from attest.verifier.context import VerifyContext
-from attest.verifier.replay import verified_weights
 from attest.verifier.result import Basis, CheckResult, Status
 
 if TYPE_CHECKING:
