@@ -15,7 +15,8 @@ Design:
 - Everything here works on *leaf hashes*; hashing leaf data is the caller's one call to
   :meth:`Hasher.hash_leaf`. Pure verification lives in :mod:`attest.proof`, apart from this code.
 - :func:`root_from_leaf_hashes` reduces level by level, promoting an unpaired last node: for the
-  split rule above this gives the same root as the recursion, without recursion.
+  split rule above this gives the same root as the recursion, without recursion. A level is
+  hashed by C-level ``map`` when the hasher is one of this module's (:func:`_parents`).
 - :class:`CompactRange` keeps one hash per set bit of the size (the perfect subtrees covering
   ``[0, size)``): O(log n) state that a server can persist, O(1) amortised append.
 - :class:`MerkleTree` keeps every *complete* subtree hash, level by level (about 2n hashes).
@@ -29,6 +30,7 @@ Design:
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -114,6 +116,8 @@ def _blake3_new(data: bytes) -> _Digest:
     return digest
 
 
+_DIGEST = operator.methodcaller("digest")
+
 SHA256: Hasher = _PrefixHasher("sha256", hashlib.sha256, 32)
 """The RFC 6962 hasher: SHA-256 with 0x00 / 0x01 prefixes."""
 BLAKE3: Hasher = _PrefixHasher("blake3", _blake3_new, 32)
@@ -122,12 +126,26 @@ BLAKE3: Hasher = _PrefixHasher("blake3", _blake3_new, 32)
 
 def _check_hashes(hashes: Sequence[bytes], hasher: Hasher, what: str) -> None:
     size = hasher.digest_size
+    if set(map(type, hashes)) <= {bytes} and set(map(len, hashes)) <= {size}:
+        return  # the usual case, checked at C speed; the loop names the first bad hash
     for i, h in enumerate(hashes):
         if not isinstance(h, bytes) or len(h) != size:
             got = len(h) if isinstance(h, bytes) else type(h).__name__
             raise FormatError(
                 f"{what}[{i}] is not a {size}-byte {hasher.name} hash", expected=size, got=got
             )
+
+
+def _parents(level: Sequence[bytes], hasher: Hasher) -> list[bytes]:
+    """The level above ``level``: ``hash_children`` of each pair ``level[2i], level[2i+1]``
+    (an unpaired last node is the caller's). With a :class:`_PrefixHasher` the pairs are
+    joined and hashed by C-level ``map`` with no Python call per node (about 100k nodes for a
+    log of 100k records)."""
+    if type(hasher) is _PrefixHasher:
+        pairs = map(operator.add, map(NODE_PREFIX.__add__, level[0::2]), level[1::2])
+        return list(map(_DIGEST, map(hasher._new, pairs)))
+    hc = hasher.hash_children
+    return [hc(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
 
 
 def root_from_leaf_hashes(hashes: Sequence[bytes], *, hasher: Hasher = SHA256) -> bytes:
@@ -139,11 +157,10 @@ def root_from_leaf_hashes(hashes: Sequence[bytes], *, hasher: Hasher = SHA256) -
     _check_hashes(hashes, hasher, "leaf_hashes")
     if not hashes:
         return hasher.empty_root()
-    hc = hasher.hash_children
     level = list(hashes)
     while len(level) > 1:
         odd = level[-1] if len(level) & 1 else None
-        level = [hc(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = _parents(level, hasher)
         if odd is not None:
             level.append(odd)
     return level[0]
@@ -356,11 +373,10 @@ class MerkleTree:
         """A tree over existing leaf hashes (for instance, reloaded from storage)."""
         _check_hashes(hashes, hasher, "leaf_hashes")
         tree = cls(hasher=hasher)
-        hc = hasher.hash_children
         level = list(hashes)
         tree._levels = [level]
         while len(level) > 1:
-            level = [hc(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            level = _parents(level, hasher)
             tree._levels.append(level)
         return tree
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from attest.canonical import canonical_json, canonical_json_reference, sha256_digest
 from attest.errors import FormatError
 from attest.records import Record
-from attest.verifier.dataorder import DataSchedule
+from attest.verifier.dataorder import DataSchedule, Segment
 
 BLOBS: dict[str, Any] = {}
 
@@ -129,3 +129,46 @@ def test_step_look_up_and_batch_digest_equal_the_reference(records: list[Record]
         except FormatError:
             got = None
         assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(_schedules(), st.integers(-2, 10), st.integers(0, 12))
+def test_batch_digests_of_a_range_equal_the_step_by_step_digests(
+    records: list[Record], start: int, length: int
+) -> None:
+    s = DataSchedule.from_records(records, BLOBS.__getitem__)
+    steps = range(start, start + length)
+    try:
+        want: list[str | None] | None = [s.batch_digest(step) for step in steps]
+    except FormatError:
+        want = None
+    try:
+        got: list[str | None] | None = s.batch_digests(steps.start, steps.stop)
+    except FormatError:
+        got = None
+    assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(-(2**54), 2**54) | st.integers(0, 99), max_size=40),
+    st.integers(0, 6),
+    st.integers(0, 3),
+    st.integers(0, 25),
+    st.integers(-3, 25),
+    st.integers(-2, 25),
+)
+def test_segment_digests_equal_digest_at_for_every_step(
+    ids: list[int], batch: int, base: int, count: int, start: int, length: int
+) -> None:
+    seg = Segment(0, count, 0, base, batch, base, tuple(ids), 1)
+    steps = range(start, start + length)
+    try:
+        want: list[str] | None = [seg.digest_at(step) for step in steps]
+    except FormatError:
+        want = None
+    try:
+        got: list[str] | None = seg.digests(steps.start, steps.stop)
+    except FormatError:
+        got = None
+    assert got == want

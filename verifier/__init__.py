@@ -235,14 +235,16 @@ def _facts(ctx: VerifyContext) -> dict[str, Any]:
         end = ctx.run_end
         facts["final_root"] = end["model"]["root"] if end else None
         facts["init_root"] = ctx.weights_init["model"]["root"]
-        facts["steps"] = len(ctx.steps())
+        table = ctx.step_table()
+        facts["steps"] = len(table)
         facts["records"] = len(ctx.records)
         facts["checkpoints"] = [
             {"step": b["step"], "root": b["model"]["root"]} for b in ctx.checkpoints()
         ]
-        rows = ctx.steps()
-        stride = max(1, len(rows) // 2000)
-        facts["loss"] = [[r.step, r.loss] for r in rows[::stride]]
+        stride = max(1, len(table) // 2000)
+        facts["loss"] = [
+            list(p) for p in zip(table.step[::stride], table.loss[::stride], strict=True)
+        ]
         facts["components"] = component_facts(ctx)
         parent = ctx.run_start["parent"]
         if parent:

@@ -5,8 +5,10 @@ and handed to each check module (docs/verifying.md, steps 1–5). It holds the i
 bundle, the policy it is judged against, the trainer key and server verifier *from the policy*
 that match the bundle (never keys taken from the bundle itself), and the optional local files
 (final model, data folder, state folder) — and parses the records once into the views the checks
-share: the records in log order, bodies by type, the flattened per-step rows, model digests
-from blobs and the step → batch sample-id schedule derived from the committed data order.
+share: the records in log order, bodies by type, the flattened per-step rows (kept column by
+column, :class:`StepTable`, and turned into :class:`StepRow` objects only for the checks that
+ask for rows), model digests from blobs and the step → batch sample-id schedule derived from
+the committed data order.
 
 Nothing here decides pass or fail. Parsing helpers raise :class:`~attest.errors.FormatError`
 when the bundle lacks what they are asked for (a record type, a blob); the check that asked turns
@@ -15,13 +17,17 @@ that into a failed or skipped result with the evidence.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from attest.bundle import Bundle
+from attest.bundle import Bundle, paused_gc
 from attest.digest import ModelDigest
 from attest.errors import FormatError
 from attest.keys import TrainerPublicKey
@@ -32,7 +38,7 @@ from attest.verifier.dataorder import DataSchedule
 if TYPE_CHECKING:
     from attest.verifier.policy import Policy
 
-__all__ = ["Progress", "StepRow", "VerifyContext", "losses_by_step"]
+__all__ = ["Progress", "StepRow", "StepTable", "VerifyContext", "losses_by_step"]
 
 Progress = Callable[[str, int, int], None]
 """``progress(task, done, total)``: called by long checks (replay) as work completes."""
@@ -54,6 +60,59 @@ class StepRow:
     grad_norm: float | None
     batch: str
     seq: int
+
+
+@dataclass(frozen=True)
+class StepTable:
+    """Step rows column by column: row ``i`` is ``StepRow(step[i], loss[i], lr[i],
+    grad_norm[i], batch[i], seq[i])``.
+
+    Checks that read one field of every step (continuity, the data order, the loss curve) read
+    a column, so a run of 10^5 steps costs them no object per step; :meth:`rows` builds the
+    :class:`StepRow` objects for checks that want them.
+    """
+
+    step: tuple[int, ...]
+    loss: tuple[float | None, ...]
+    lr: tuple[float, ...]
+    grad_norm: tuple[float | None, ...]
+    batch: tuple[str, ...]
+    seq: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    @classmethod
+    def of(cls, rows: Sequence[StepRow]) -> StepTable:
+        """The table of ``rows``."""
+        return cls(
+            tuple(r.step for r in rows),
+            tuple(r.loss for r in rows),
+            tuple(r.lr for r in rows),
+            tuple(r.grad_norm for r in rows),
+            tuple(r.batch for r in rows),
+            tuple(r.seq for r in rows),
+        )
+
+    def rows(self) -> list[StepRow]:
+        """One :class:`StepRow` per step, in order. Built with the cyclic collector paused:
+        10^5 new objects would otherwise set off collections that walk the whole parsed
+        bundle (:func:`~attest.bundle.paused_gc`)."""
+        with paused_gc():
+            return list(
+                map(StepRow, self.step, self.loss, self.lr, self.grad_norm, self.batch, self.seq)
+            )
+
+    def select(self, indices: Sequence[int]) -> StepTable:
+        """The rows at ``indices``, in that order."""
+        return StepTable(
+            _pick(self.step, indices),
+            _pick(self.loss, indices),
+            _pick(self.lr, indices),
+            _pick(self.grad_norm, indices),
+            _pick(self.batch, indices),
+            _pick(self.seq, indices),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,41 +194,34 @@ class VerifyContext:
         return [r.body for r in self._by_type.get("weights.checkpoint", [])]
 
     @cached_property
-    def _logged_steps(self) -> list[StepRow]:
-        rows: list[StepRow] = []
-        append = rows.append
-        for r in self._by_type.get("train.steps", []):
-            b = r.body
-            first, seq = b["first_step"], r.seq
-            for i, (loss, lr, gn, batch) in enumerate(
-                zip(b["loss"], b["lr"], b["grad_norm"], b["batch"], strict=True)
-            ):
-                # _num(x) is x itself for a float: skip the call on the common case.
-                append(
-                    StepRow(
-                        first + i,
-                        loss if type(loss) is float else _num(loss),
-                        float(lr),
-                        gn if type(gn) is float else _num(gn),
-                        str(batch),
-                        seq,
-                    )
-                )
-        return rows
+    def _logged_table(self) -> StepTable:
+        records = self._by_type.get("train.steps", [])
+        table = _logged_columns(records)
+        return StepTable.of(_logged_rows(records)) if table is None else table
+
+    @cached_property
+    def _table(self) -> StepTable:
+        logged = self._logged_table
+        resumes = sorted((r.seq, int(r.body["step"])) for r in self._by_type.get("run.resume", []))
+        seqs, steps = logged.seq, logged.step
+        ascending = all(map(operator.le, seqs, seqs[1:]))
+        kept: list[int] = []
+        done = 0  # rows [0, done) are in `kept` or were superseded
+        for seq, step in [*resumes, (len(self.records) + 1, -1)]:
+            end = _run_below(seqs, done, seq, ascending=ascending)
+            kept.extend(range(done, end))
+            done = end
+            if step >= 0:  # a resume at `step` supersedes what was logged from `step` on
+                kept = [i for i in kept if steps[i] < step]
+        return logged if len(kept) == len(seqs) else logged.select(kept)
 
     @cached_property
     def _steps(self) -> list[StepRow]:
-        rows: list[StepRow] = []
-        resumes = sorted((r.seq, int(r.body["step"])) for r in self._by_type.get("run.resume", []))
-        by_seq = iter(self._logged_steps)
-        pending = next(by_seq, None)
-        for seq, step in [*resumes, (len(self.records) + 1, -1)]:
-            while pending is not None and pending.seq < seq:
-                rows.append(pending)
-                pending = next(by_seq, None)
-            if step >= 0:  # a resume at `step` supersedes what was logged from `step` on
-                rows = [row for row in rows if row.step < step]
-        return rows
+        return self._table.rows()
+
+    @cached_property
+    def _logged_steps(self) -> list[StepRow]:
+        return self._logged_table.rows()
 
     def steps(self) -> list[StepRow]:
         """The run's steps in order: every ``train.steps`` row, flattened in log order, except
@@ -177,6 +229,10 @@ class VerifyContext:
         restarted from). Gaps and duplicates are left as logged: ``integrity.steps`` rejects
         them."""
         return list(self._steps)
+
+    def step_table(self) -> StepTable:
+        """:meth:`steps` column by column, for checks that read one field of every step."""
+        return self._table
 
     def logged_steps(self) -> list[StepRow]:
         """Every ``train.steps`` row as logged, superseded ones included."""
@@ -233,6 +289,98 @@ class VerifyContext:
     def report_progress(self, task: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(task, done, total)
+
+
+_BODY = operator.attrgetter("body")
+_SEQ = operator.attrgetter("seq")
+_FIRST = operator.itemgetter(0)
+_STEP_FIELDS = ("first_step", "loss", "lr", "grad_norm", "batch")
+_T = TypeVar("_T")
+
+
+def _logged_rows(records: Sequence[Record]) -> list[StepRow]:
+    """The ``train.steps`` rows, one record and one step at a time: the reference that
+    :func:`_logged_columns` must agree with, and the path that raises on a malformed body."""
+    rows: list[StepRow] = []
+    for r in records:
+        b = r.body
+        first, seq = b["first_step"], r.seq
+        for i, (loss, lr, gn, batch) in enumerate(
+            zip(b["loss"], b["lr"], b["grad_norm"], b["batch"], strict=True)
+        ):
+            rows.append(StepRow(first + i, _num(loss), float(lr), _num(gn), str(batch), seq))
+    return rows
+
+
+def _logged_columns(records: Sequence[Record]) -> StepTable | None:
+    """The table of :func:`_logged_rows`, built a column at a time by C-level ``map`` and
+    ``chain`` (no Python statement per step), or ``None`` when a body is not of the usual shape
+    (a missing field, lists of unequal length, a value that is not a number where one is
+    expected): then :func:`_logged_rows` builds the table or raises its error.
+
+    The parser makes the four lists JSON arrays; any other sized iterable a hand-built record
+    holds is read here as ``zip`` reads it there, or sent to the reference by the exception
+    or the value kinds it gives. A log of one step per record (the worst case: the recorder
+    usually flushes several) takes each list's only item instead of chaining them.
+    """
+    try:
+        bodies = list(map(_BODY, records))
+        firsts, *lists = (list(map(operator.itemgetter(f), bodies)) for f in _STEP_FIELDS)
+        if not set(map(type, firsts)) <= {int}:
+            return None
+        counts = list(map(len, lists[0]))
+        if any(list(map(len, c)) != counts for c in lists[1:]):
+            return None
+        single = counts.count(1) == len(counts)
+        flatten = _only_items if single else _chained
+        loss, lr, grad_norm, batch = map(flatten, lists)
+        losses, norms = _numbers(loss), _numbers(grad_norm)
+        if losses is None or norms is None:
+            return None
+        lrs = lr if set(map(type, lr)) <= {float} else list(map(float, lr))
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+        return None
+    if single:
+        steps, seqs = tuple(firsts), tuple(map(_SEQ, records))
+    else:
+        ends = map(operator.add, firsts, counts)
+        steps = tuple(chain.from_iterable(map(range, firsts, ends)))
+        seqs = tuple(chain.from_iterable(map(itertools.repeat, map(_SEQ, records), counts)))
+    return StepTable(steps, tuple(losses), tuple(lrs), tuple(norms), tuple(map(str, batch)), seqs)
+
+
+def _only_items(lists: list[Any]) -> list[Any]:
+    return list(map(_FIRST, lists))
+
+
+def _chained(lists: list[Any]) -> list[Any]:
+    return list(chain.from_iterable(lists))
+
+
+def _pick(column: tuple[_T, ...], indices: Sequence[int]) -> tuple[_T, ...]:
+    return tuple(map(column.__getitem__, indices))
+
+
+def _numbers(values: list[Any]) -> list[float | None] | None:
+    """``[_num(v) for v in values]`` for JSON numbers and nulls at C speed; ``None`` when a
+    value is anything else (``_num`` raises for it)."""
+    kinds = set(map(type, values))
+    if kinds <= {float}:
+        return values
+    if kinds <= {float, int}:
+        return list(map(float, values))
+    if kinds <= {float, int, type(None)}:
+        return [None if v is None else float(v) for v in values]
+    return None
+
+
+def _run_below(seqs: Sequence[int], start: int, bound: int, *, ascending: bool) -> int:
+    """The end of the run of ``seqs[start:]`` below ``bound``: the first index from ``start``
+    whose value is at least ``bound`` (``len(seqs)`` if none). A binary search when ``seqs``
+    ascends, as the rows of an untampered log do."""
+    if ascending:
+        return max(start, bisect.bisect_left(seqs, bound, start))
+    return next((i for i in range(start, len(seqs)) if seqs[i] >= bound), len(seqs))
 
 
 def _num(value: object) -> float | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +36,8 @@ from attest.records import Record
 __all__ = ["DataSchedule", "Segment"]
 
 _SAFE_INT = 2**53 - 1
+_SHA256_PREFIX = "sha256:"
+_HEX = type(hashlib.sha256()).hexdigest
 
 
 @dataclass(frozen=True)
@@ -62,16 +65,45 @@ class Segment:
         """``sha256:`` of the RFC 8785 encoding of :meth:`ids_at` (the batch digest of
         docs/formats.md §3.2). RFC 8785 writes a list of safe-range integers as their decimal
         forms joined by commas in brackets, so each id is formatted once per segment."""
-        cache = self.__dict__
-        texts: tuple[str, ...] | None = cache.get("_texts")
-        if texts is None:
-            safe = not self.ids or (min(self.ids) >= -_SAFE_INT and max(self.ids) <= _SAFE_INT)
-            texts = cache["_texts"] = tuple(map(str, self.ids)) if safe else ()
+        texts = self._decimals()
         if self.ids and not texts:  # an id RFC 8785 refuses: the reference raises FormatError
             return sha256_digest(canonical_json(self.ids_at(step)))
         b = self.base + (step - self.start)
-        text = "[" + ",".join(texts[b * self.batch : (b + 1) * self.batch]) + "]"
-        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        text = b"[" + b",".join(texts[b * self.batch : (b + 1) * self.batch]) + b"]"
+        return _SHA256_PREFIX + hashlib.sha256(text).hexdigest()
+
+    def digests(self, start: int, stop: int) -> list[str]:
+        """``[digest_at(s) for s in range(start, stop)]`` for steps this segment covers, a
+        whole range at a time: the batches are consecutive runs of ``batch`` ids (only the
+        epoch's last may be shorter), so ``zip`` cuts them and ``map`` joins and hashes each
+        at C speed, with no Python statement per step."""
+        texts = self._decimals()
+        size, first, count = self.batch, self.base + (start - self.start), stop - start
+        if (self.ids and not texts) or size <= 0 or first < 0 or count <= 0:
+            # an id RFC 8785 refuses (digest_at raises FormatError), or not the usual layout
+            return [self.digest_at(s) for s in range(start, stop)]
+        ids = texts[first * size : (first + count) * size]
+        whole, rest = divmod(len(ids), size)
+        if whole + (rest > 0) != count:  # a step past the last id: digest_at writes "[]"
+            return [self.digest_at(s) for s in range(start, stop)]
+        batches = zip(*[iter(ids)] * size, strict=False)  # the `whole` full batches
+        lists = map(b"[%b]".__mod__, map(b",".join, batches))
+        out = list(map(_SHA256_PREFIX.__add__, map(_HEX, map(hashlib.sha256, lists))))
+        if rest:  # the epoch's short last batch
+            out.append(
+                _SHA256_PREFIX + _HEX(hashlib.sha256(b"[%b]" % b",".join(ids[whole * size :])))
+            )
+        return out
+
+    def _decimals(self) -> tuple[bytes, ...]:
+        """The decimal form of every id, ASCII (computed once), or ``()`` when an id is outside
+        the range RFC 8785 writes exactly."""
+        cache = self.__dict__
+        texts: tuple[bytes, ...] | None = cache.get("_texts")
+        if texts is None:
+            safe = not self.ids or (min(self.ids) >= -_SAFE_INT and max(self.ids) <= _SAFE_INT)
+            texts = cache["_texts"] = tuple(map(b"%d".__mod__, self.ids)) if safe else ()
+        return texts
 
 
 @dataclass(frozen=True)
@@ -105,6 +137,28 @@ class DataSchedule:
         """``sha256:`` of the canonical JSON of :meth:`batch_ids`, or ``None`` likewise."""
         seg = self.segment_at(step)
         return None if seg is None else seg.digest_at(step)
+
+    def batch_digests(self, start: int, stop: int) -> list[str | None]:
+        """``[batch_digest(s) for s in range(start, stop)]``, a segment at a time
+        (:meth:`Segment.digests`)."""
+        segments = self.segments
+        if any(a.stop > b.start for a, b in itertools.pairwise(segments)):
+            return [self.batch_digest(s) for s in range(start, stop)]  # not the usual layout
+        out: list[str | None] = []
+        step = start
+        for seg in segments:
+            if seg.stop <= step or seg.count <= 0:
+                continue
+            if seg.start >= stop:
+                break
+            if seg.start > step:
+                out += [None] * (seg.start - step)
+                step = seg.start
+            end = min(seg.stop, stop)
+            out += seg.digests(step, end)
+            step = end
+        out += [None] * (stop - step)
+        return out
 
     @classmethod
     def from_records(cls, records: Sequence[Record], blob: Callable[[str], Any]) -> DataSchedule:

@@ -301,10 +301,10 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
     import torch
 
     key, basis = "step0_loss", Basis.STATISTICAL
-    row = next((r for r in ctx.steps() if r.step == 0), None)
-    if row is None or row.loss is None:
+    table = ctx.step_table()
+    logged = table.loss[table.step.index(0)] if 0 in table.step else None
+    if logged is None:
         return _result(key, Status.SKIPPED, "could not check: no logged loss for step 0", basis)
-    logged = row.loss
     args = ctx.run_start.get("model", {}).get("init_args", {})
     vocab = args.get("vocab_size") if isinstance(args, dict) else None
     evidence: dict[str, Any] = {"logged": logged, "margin": STEP0_MARGIN}
