@@ -203,6 +203,7 @@ def test_auto_mode_samples_only_large_logs_the_statement_binds(
 ) -> None:
     from attest.bundle import Bundle
     from attest.verifier import integrity
+    from attest.verifier import signatures as signatures_mod
     from attest.verifier.context import VerifyContext
 
     def signatures(path: Path) -> dict[str, object]:
@@ -220,7 +221,7 @@ def test_auto_mode_samples_only_large_logs_the_statement_binds(
     small = signatures(honest.bundle_path)  # below AUTO_SAMPLE_FROM: every signature
     assert small["status"] is Status.PASS and small["mode"] == "all"
     assert small["requested"] == "auto"
-    monkeypatch.setattr(integrity, "AUTO_SAMPLE_FROM", 1)
+    monkeypatch.setattr(signatures_mod, "AUTO_SAMPLE_FROM", 1)
     large = signatures(honest.bundle_path)
     assert large["status"] is Status.PASS and large["mode"] == "sample"
     truncated = signatures(attacks.truncate_log(honest, tmp_path / "t.json"))

@@ -23,8 +23,9 @@ the bundle and the policy's keys:
                           same root) and these records (final and init roots, data manifest,
                           components, checkpoints, loss curve)
 
-The four tree-head checks live in :mod:`attest.verifier.heads`; this module builds the tree
-they share and runs them with the rest.
+The four tree-head checks live in :mod:`attest.verifier.heads` and the signature check (with
+its modes) in :mod:`attest.verifier.signatures`; this module builds the tree they share and runs
+them with the rest.
 
 Speed (bench/verify.py). The record digest is SHA-256 of the envelope payload — the payload *is*
 the record's RFC 8785 bytes, enforced when the bundle is parsed — and the log leaves are the
@@ -32,37 +33,16 @@ bytes the parser already built, so the chain and the Merkle tree are recomputed 
 alone, without re-canonicalising. The per-record checks (seq, hash chain, key IDs, steps)
 compare whole columns with C-level ``map``; only when a column differs does the
 record-by-record loop run, to name the first break. ECDSA P-256 verification dominates (~0.1 ms
-a signature); large logs are verified on every core by threads (``cryptography`` releases the
-GIL).
-
-Signature modes. ``all`` verifies every record's signature. ``sample`` checks every record's key
-ID and verifies the signatures of every record that is not ``train.steps`` plus 256 random ones,
-*provided* ``integrity.statement_binding`` passed: the statement's trainer signature (same key)
-covers a server checkpoint whose root is the RFC 6962 root of exactly these leaves, so under
-SHA-256 collision resistance it authenticates every record; the per-record signatures verified
-are defence in depth. When the statement does not bind the log, ``sample`` verifies every
-signature instead, so this check never leans on a check that failed. ``auto`` samples from
-:data:`AUTO_SAMPLE_FROM` records on, under the same condition. The result's evidence names the
-mode that ran (``mode``) and, when it differs, the one requested (``requested``).
+a signature).
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import operator
-import os
-import random
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from attest.bundle import paused_gc
-from attest.dsse import pae
 from attest.errors import AttestError
 from attest.merkle import LEAF_PREFIX, SHA256, MerkleTree
 from attest.note import open_checkpoint
@@ -78,23 +58,21 @@ from attest.verifier.heads import (
     check_merkle_root,
 )
 from attest.verifier.result import Basis, CheckResult, Status, failed, passed, skipped
+from attest.verifier.signatures import SIGNATURE_TITLES, check_signatures
 
 __all__ = ["TITLES", "check_integrity", "leaf_bytes", "record_digest"]
 
 C = Basis.CRYPTOGRAPHIC
 TITLES = {
     "integrity.structure": "Bundle structure",
-    "integrity.signatures": "Trainer signatures on every record",
     "integrity.seq": "Record sequence numbers",
     "integrity.hash_chain": "Record hash chain",
     "integrity.steps": "Step continuity",
     "integrity.statement": "Trainer-signed lineage statement",
     "integrity.statement_binding": "Statement bound to this log and its records",
     **HEAD_TITLES,
+    **SIGNATURE_TITLES,
 }
-PARALLEL_FROM = 512
-SAMPLE_SIZE = 256
-AUTO_SAMPLE_FROM = 4096
 
 
 _SHA256_PREFIX = "sha256:"
@@ -141,7 +119,7 @@ def _check_integrity(ctx: VerifyContext) -> list[CheckResult]:
     log = Log(tree, heads, heads_result.status.value == "pass")
     statement_result, statement = _statement(ctx)
     binding = _binding(ctx, log, statement)
-    signatures = _signatures(ctx, statement_binds=binding.status is Status.PASS)
+    signatures = check_signatures(ctx, statement_binds=binding.status is Status.PASS)
     return [
         _structure(ctx),
         signatures,
@@ -278,144 +256,6 @@ def _steps(ctx: VerifyContext) -> CheckResult:
             got=end.get("step"),
         )
     return _r("pass", cid, f"steps 0…{n - 1} logged once each, in order", steps=n)
-
-
-# --- signatures -------------------------------------------------------------------------------
-
-
-def _verify_chunk(
-    key: ec.EllipticCurvePublicKey, items: Sequence[tuple[int, bytes, bytes]]
-) -> int | None:
-    alg = ec.ECDSA(hashes.SHA256())
-    verify = key.verify
-    for index, sig, message in items:
-        try:
-            verify(sig, message, alg)
-        except InvalidSignature:
-            return index
-    return None
-
-
-def _verify_all(
-    key: ec.EllipticCurvePublicKey, items: list[tuple[int, bytes, bytes]]
-) -> int | None:
-    """The first index whose signature fails, or None. Large inputs are split over threads:
-    ``cryptography`` releases the GIL while OpenSSL verifies, so threads use every core without
-    copying the messages to worker processes (and run one after another where it does not)."""
-    workers = min(os.cpu_count() or 1, 8)
-    if len(items) < PARALLEL_FROM or workers < 2:
-        return _verify_chunk(key, items)
-    size = -(-len(items) // (workers * 4))
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    with ThreadPoolExecutor(workers) as pool:
-        found = [i for i in pool.map(_verify_chunk, itertools.repeat(key), chunks) if i is not None]
-    return min(found) if found else None
-
-
-def _signatures(ctx: VerifyContext, *, statement_binds: bool) -> CheckResult:
-    cid = "integrity.signatures"
-    key = ctx.trainer_key
-    records = ctx.bundle.records
-    if key is None:
-        seen = sorted({s.keyid for r in records for s in r.envelope.signatures})
-        if not ctx.policy.trainer_keys:
-            return _r(
-                "skip",
-                cid,
-                "the policy trusts no trainer key; add one to the policy or pass --trust-trainer",
-                got=seen,
-            )
-        return _r(
-            "fail",
-            cid,
-            "the records are signed by a key the policy does not trust",
-            expected=[k.key_id for k in ctx.policy.trainer_keys],
-            got=seen,
-        )
-    kid = key.key_id
-    if not _first_keyids_are(records, kid):
-        for i, signed in enumerate(records):
-            sigs = signed.envelope.signatures
-            if not (sigs and sigs[0].keyid == kid) and not any(s.keyid == kid for s in sigs):
-                return _r(
-                    "fail",
-                    cid,
-                    f"leaf {i} (seq {signed.record.seq}) is not signed by the trusted trainer key",
-                    expected=kid,
-                    got=[s.keyid for s in sigs],
-                    leaf=i,
-                )
-    requested = ctx.signature_mode
-    mode = _resolve_mode(requested, len(records), statement_binds=statement_binds)
-    chosen: Iterable[int] = range(len(records))
-    if mode == "sample":
-        types = map(_TYPE, ctx.records)
-        is_step = list(map(operator.eq, types, itertools.repeat("train.steps")))
-        steps = list(itertools.compress(range(len(records)), is_step))
-        rest = list(itertools.compress(range(len(records)), map(operator.not_, is_step)))
-        rng = random.Random(ctx.replay_seed)
-        chosen = sorted(rest + rng.sample(steps, min(SAMPLE_SIZE, len(steps))))
-    checked: list[tuple[int, bytes, bytes]] = []
-    for i in chosen:
-        env = records[i].envelope
-        message = pae(env.payload_type, env.payload)
-        checked.extend((i, s.sig, message) for s in env.signatures if s.keyid == kid)
-    bad = _verify_all(key.key, checked)
-    basis = {"mode": mode} if requested == mode else {"mode": mode, "requested": requested}
-    if bad is not None:
-        return _r(
-            "fail",
-            cid,
-            f"leaf {bad}'s signature does not verify under the trusted "
-            "trainer key: the record was altered after signing",
-            expected=kid,
-            got="invalid ECDSA P-256 signature",
-            leaf=bad,
-            **basis,
-        )
-    if mode == "sample":
-        return _r(
-            "pass",
-            cid,
-            f"all {len(records)} records carry the trusted key ID; "
-            f"{len(checked)} signatures verified (every non-step record and a random "
-            "sample); the trainer-signed statement binds the Merkle root of every record",
-            key_id=kid,
-            verified=len(checked),
-            records=len(records),
-            **basis,
-        )
-    note = "" if requested == mode else " (the statement does not bind this log, so not sampled)"
-    return _r(
-        "pass",
-        cid,
-        f"{len(checked)} signatures verify under trainer key {kid[:16]}…{note}",
-        key_id=kid,
-        verified=len(checked),
-        **basis,
-    )
-
-
-def _first_keyids_are(records: Sequence[SignedRecord], kid: str) -> bool:
-    """Whether every record's first signature names ``kid`` (the usual envelope), checked a
-    column at a time; ``False`` sends the caller to its record-by-record loop."""
-    try:
-        return set(map(_KEYID, map(_FIRST, map(_SIGNATURES, records)))) <= {kid}
-    except IndexError:  # a record without signatures
-        return False
-
-
-def _resolve_mode(requested: str, records: int, *, statement_binds: bool) -> str:
-    """The signature mode that runs. ``sample`` (and ``auto`` from :data:`AUTO_SAMPLE_FROM`
-    records) samples only when the trainer-signed statement verified and binds the Merkle root
-    of exactly these records: then that one signature authenticates every leaf, and the
-    per-record signatures checked are defence in depth. Otherwise every signature is checked,
-    so this check stands on its own."""
-    if requested == "all" or not statement_binds:
-        return "all"
-    if requested == "auto" and records < AUTO_SAMPLE_FROM:
-        return "all"
-    return "sample"
 
 
 # --- statement --------------------------------------------------------------------------------
