@@ -108,7 +108,7 @@ def synthetic_log(database_url: str, run: str, size: int, signer: LogSigner) -> 
     from sqlalchemy import create_engine, insert, update
 
     from attest.merkle import CompactRange
-    from attest.server.storage import heads_t, leaves_t, runs_t
+    from attest.server.storage.tables import heads_t, leaves_t, runs_t
 
     engine = create_engine(database_url)
     with engine.begin() as conn:

@@ -39,16 +39,13 @@ from attest.server.storage.documents import DocumentStore
 from attest.server.storage.mirror_state import MirrorStateStore
 from attest.server.storage.request_reads import RequestReadStore
 from attest.server.storage.runs import RunInfo, unknown_run
-from attest.server.storage.tables import heads_t as heads_t
-from attest.server.storage.tables import leaves_t as leaves_t
 from attest.server.storage.tables import metadata
-from attest.server.storage.tables import runs_t as runs_t
 from attest.server.storage.tokens import TokenRow
 from attest.server.storage.verdicts import VerdictStore
 
 __all__ = ["RunInfo", "Store", "TokenRow", "metadata", "unknown_run"]
-# Importable from here as before, outside the public surface: RECENT_READ_SECONDS, and the
-# tables that bench/server_load.py reads directly (redundant aliases mark the re-exports).
+# Importable from here as before, outside the public surface: RECENT_READ_SECONDS (the redundant
+# alias marks the re-export).
 
 
 class Store(AppendStore, RequestReadStore, DocumentStore, VerdictStore, MirrorStateStore):
