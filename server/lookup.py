@@ -1,8 +1,8 @@
 """The one database read every run request makes, at the cost of the query (DESIGN §5).
 
 Each request to a run reads its token's row and the run's row (one statement, see
-:mod:`attest.server.storage.request_reads`), so a revocation or another replica's append is seen by the very
-next request. Through SQLAlchemy's execution and result layers, and with a hand-over to a worker
+:mod:`attest.server.storage.request_reads`), so a revocation or another replica's append is seen
+by the very next request. Through SQLAlchemy's execution and result layers, and with a hand-over to a worker
 thread and back, that read cost several times the query itself. Here it runs:
 
 - :class:`DriverQuery`: compiled once for the engine's driver and executed on a pooled DBAPI
