@@ -189,6 +189,8 @@ def canonical_json_reference(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise FormatError(f"value cannot be canonicalised as RFC 8785 JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError("value nests too deeply to canonicalise as RFC 8785 JSON") from None
 
 
 def canonical_json(value: Any) -> bytes:
@@ -274,3 +276,5 @@ def strict_json_loads(data: bytes | str, *, what: str) -> Any:
         raise FormatError(f"{what}: {exc.message}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FormatError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{what} nests JSON arrays or objects too deeply to read") from None

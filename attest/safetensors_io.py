@@ -192,6 +192,8 @@ def parse_header(prefix: bytes, *, file_size: int) -> SafetensorsHeader:
         header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise FormatError(f"safetensors header is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError("safetensors header nests JSON too deeply to read") from None
     if not isinstance(header, dict):
         raise FormatError("safetensors header must be a JSON object", got=type(header).__name__)
 

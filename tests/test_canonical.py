@@ -184,3 +184,17 @@ def test_the_fast_path_serves_record_shaped_values(monkeypatch: pytest.MonkeyPat
         b'{"first_step":0,"loss":[2,1.5,null,'
     )
     assert canonical_json({"epoch": 0, "ids": list(range(10_000))}).startswith(b'{"epoch":0,')
+
+
+def test_json_nested_too_deeply_is_a_format_error_not_a_crash() -> None:
+    """A bundle, request body or blob of 10^5 nested arrays must be refused with a message,
+    not end the verifier or the server in a RecursionError."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(FormatError, match="blob nests JSON arrays or objects too deeply"):
+        strict_json_loads(deep, what="blob")
+    value: Any = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(FormatError, match="nests too deeply"):
+        canonical_json(value)
+    assert loads_canonical(deep) is UNSURE

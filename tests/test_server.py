@@ -225,6 +225,7 @@ def test_records_signed_by_another_key_or_tampered_are_refused(srv: Server) -> N
         (b'{"other": []}', 400),
         (b"[1, 2]", 400),
         (b'{"records": [NaN]}', 400),
+        (b'{"records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
     ],
     ids=[
         "not-json",
@@ -235,6 +236,7 @@ def test_records_signed_by_another_key_or_tampered_are_refused(srv: Server) -> N
         "wrong-field",
         "array",
         "nan",
+        "nested-too-deep",
     ],
 )
 def test_malformed_append_bodies_are_4xx(srv: Server, payload: bytes, status: int) -> None:

@@ -61,6 +61,18 @@ def test_tampered_bundle_exits_1(sealed: Sealed, policy_file: Path, tmp_path: Pa
     assert "TAMPERED" in out and "integrity.hash_chain" in out
 
 
+def test_bundle_nested_too_deeply_is_refused_not_a_crash(policy_file: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "deep.json"
+    bundle.write_bytes(b'{"records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    code, out = _run(str(bundle), "--policy", str(policy_file), "--json")
+    assert code == 1, out
+    [structure] = [c for c in json.loads(out)["checks"] if c["id"] == "integrity.structure"]
+    assert (
+        structure["status"] == "fail"
+        and "nests JSON arrays or objects too deeply" in (structure["why"])
+    )
+
+
 def test_strict_policy_without_keys_exits_2(sealed: Sealed) -> None:
     code, out = _run(str(sealed.bundle_path), "--policy", "strict", "--json")
     assert code == 2

@@ -54,6 +54,8 @@ def read_safetensors(path: Path) -> dict[str, F32]:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FormatError(f"{path}: safetensors header is not JSON ({exc})") from exc
+        except RecursionError:
+            raise FormatError(f"{path}: safetensors header nests JSON too deeply") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header is not an object")
     data = (
