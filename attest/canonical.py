@@ -278,3 +278,5 @@ def strict_json_loads(data: bytes | str, *, what: str) -> Any:
         raise FormatError(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise FormatError(f"{what} nests JSON arrays or objects too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise FormatError(f"{what} holds a number JSON cannot carry: {exc}") from None

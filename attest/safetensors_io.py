@@ -194,6 +194,8 @@ def parse_header(prefix: bytes, *, file_size: int) -> SafetensorsHeader:
         raise FormatError(f"safetensors header is not valid JSON: {exc}") from None
     except RecursionError:
         raise FormatError("safetensors header nests JSON too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise FormatError(f"safetensors header holds a number JSON cannot carry: {exc}") from None
     if not isinstance(header, dict):
         raise FormatError("safetensors header must be a JSON object", got=type(header).__name__)
 

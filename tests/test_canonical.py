@@ -198,3 +198,8 @@ def test_json_nested_too_deeply_is_a_format_error_not_a_crash() -> None:
     with pytest.raises(FormatError, match="nests too deeply"):
         canonical_json(value)
     assert loads_canonical(deep) is UNSURE
+
+
+def test_an_integer_of_thousands_of_digits_is_a_format_error() -> None:
+    with pytest.raises(FormatError, match="record holds a number JSON cannot carry"):
+        strict_json_loads(b'{"seq": ' + b"1" * 5000 + b"}", what="record")

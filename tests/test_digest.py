@@ -427,6 +427,11 @@ MALFORMED: dict[str, tuple[bytes | None, dict[str, Any] | None, str]] = {
     "bad-json": (struct.pack("<Q", 5) + b"{oops", None, "not valid JSON"),
     "not-utf8": (struct.pack("<Q", 4) + b'{"\xff"', None, "not UTF-8"),
     "not-object": (struct.pack("<Q", 2) + b"[]", None, "JSON object"),
+    "huge-integer": (
+        struct.pack("<Q", 5006) + b'{"a":' + b"1" * 5000 + b"}",
+        None,
+        "number JSON cannot carry",
+    ),
     "nested-too-deep": (
         struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000,
         None,

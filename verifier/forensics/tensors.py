@@ -52,7 +52,7 @@ def read_safetensors(path: Path) -> dict[str, F32]:
         (n,) = struct.unpack("<Q", head)
         try:
             header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a huge integer
             raise FormatError(f"{path}: safetensors header is not JSON ({exc})") from exc
         except RecursionError:
             raise FormatError(f"{path}: safetensors header nests JSON too deeply") from None
