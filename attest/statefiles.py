@@ -223,7 +223,7 @@ def restore_rng(doc: Mapping[str, Any]) -> None:
                     for s in doc["cuda"]
                 ]
             )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's
         raise FormatError(f"rng state document is malformed: {exc}") from None
 
 

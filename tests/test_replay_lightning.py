@@ -141,7 +141,13 @@ def test_dropout_with_a_loader_drawing_from_the_global_rng_replays_exactly(tmp_p
     starts = {s["start"]: s["status"] for s in replay.evidence["segments"]}
     assert starts[0] == starts[4] == "pass"
 
-    (tmp_path / "state" / "rng-before-step-5.json").unlink()
+    epoch_rng = tmp_path / "state" / "rng-before-step-5.json"
+    epoch_rng.write_text('{"python": null, "torch": "AAAA"}')  # no record vouches for it
+    replay = _verify(bundle, tmp_path).result("replay.segments")
+    assert replay is not None and replay.status is Status.SKIPPED
+    assert "could not check: rng state document is malformed" in replay.why
+
+    epoch_rng.unlink()
     replay = _verify(bundle, tmp_path).result("replay.segments")
     assert replay is not None and replay.status is Status.FAIL
     [bad] = [s for s in replay.evidence["segments"] if s["status"] == "fail"]

@@ -99,6 +99,9 @@ def test_rng_round_trip_covers_python_numpy_and_torch() -> None:
     assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == a
     with pytest.raises(FormatError):
         restore_rng({"python": None})
+    for broken in ({"torch": "AAAA"}, {"python": {**doc["python"], "state": [1, 2, 3]}}):
+        with pytest.raises(FormatError, match="rng state document is malformed"):
+            restore_rng({**doc, **broken})  # torch's own RuntimeError included
 
 
 def test_digests_change_with_the_state(tmp_path: Path) -> None:
