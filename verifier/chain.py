@@ -26,7 +26,7 @@ from attest.digest import ModelDigest, digest_safetensors
 from attest.errors import AttestError
 from attest.verifier.context import StepTable, VerifyContext
 from attest.verifier.dataorder import DataSchedule
-from attest.verifier.result import Basis, CheckResult, failed, passed, skipped
+from attest.verifier.result import Basis, CheckResult, reporter
 
 __all__ = ["TITLES", "check_chain"]
 
@@ -41,9 +41,7 @@ TITLES = {
 }
 
 
-def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
-    make = {"pass": passed, "fail": failed, "skip": skipped}[status]
-    return make(cid, TITLES[cid], why, C, **ev)
+_r = reporter(TITLES, C)
 
 
 def check_chain(ctx: VerifyContext) -> list[CheckResult]:

@@ -29,7 +29,7 @@ from typing import Any
 from attest.digest import ModelDigest, TensorDigest
 from attest.errors import AttestError
 from attest.verifier.context import VerifyContext
-from attest.verifier.result import Basis, CheckResult, failed, passed, skipped
+from attest.verifier.result import Basis, CheckResult, reporter
 
 __all__ = ["TITLES", "check_components", "component_facts"]
 
@@ -41,9 +41,7 @@ TITLES = {
 }
 
 
-def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
-    make = {"pass": passed, "fail": failed, "skip": skipped}[status]
-    return make(cid, TITLES[cid], why, C, **ev)
+_r = reporter(TITLES, C)
 
 
 def _elements(t: TensorDigest) -> int:

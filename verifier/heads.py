@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 from attest.errors import AttestError
 from attest.merkle import MerkleTree
 from attest.note import SignedCheckpoint, open_checkpoint
 from attest.proof import verify_consistency
 from attest.verifier.context import VerifyContext
-from attest.verifier.result import Basis, CheckResult, failed, passed, skipped
+from attest.verifier.result import Basis, CheckResult, reporter
 
 __all__ = [
     "HEAD_TITLES",
@@ -53,9 +52,7 @@ class Log:
     heads_ok: bool
 
 
-def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
-    make = {"pass": passed, "fail": failed, "skip": skipped}[status]
-    return make(cid, HEAD_TITLES[cid], why, Basis.CRYPTOGRAPHIC, **ev)
+_r = reporter(HEAD_TITLES, Basis.CRYPTOGRAPHIC)
 
 
 # --- tree heads -------------------------------------------------------------------------------

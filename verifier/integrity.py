@@ -57,7 +57,7 @@ from attest.verifier.heads import (
     check_heads,
     check_merkle_root,
 )
-from attest.verifier.result import Basis, CheckResult, Status, failed, passed, skipped
+from attest.verifier.result import Basis, CheckResult, Status, reporter
 from attest.verifier.signatures import SIGNATURE_TITLES, check_signatures
 
 __all__ = ["TITLES", "check_integrity", "leaf_bytes", "record_digest"]
@@ -83,14 +83,9 @@ _TYPE = operator.attrgetter("type")
 _SEQ = operator.attrgetter("seq")
 _PREV = operator.attrgetter("record.prev")
 _PAYLOAD = operator.attrgetter("envelope.payload")
-_SIGNATURES = operator.attrgetter("envelope.signatures")
-_FIRST = operator.itemgetter(0)
-_KEYID = operator.attrgetter("keyid")
 
 
-def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
-    make = {"pass": passed, "fail": failed, "skip": skipped}[status]
-    return make(cid, TITLES[cid], why, C, **ev)
+_r = reporter(TITLES, C)
 
 
 def record_digest(signed: SignedRecord) -> str:

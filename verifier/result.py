@@ -10,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Basis", "CheckResult", "Status", "failed", "passed", "skipped", "warned"]
+__all__ = [
+    "Basis",
+    "CheckResult",
+    "Reporter",
+    "Status",
+    "failed",
+    "passed",
+    "reporter",
+    "skipped",
+    "warned",
+]
 
 
 class Status(StrEnum):
@@ -68,3 +78,20 @@ def warned(id: str, title: str, why: str, basis: Basis, **evidence: Any) -> Chec
 def skipped(id: str, title: str, why: str, basis: Basis, **evidence: Any) -> CheckResult:
     """A check that could not run; ``why`` says what it needed."""
     return CheckResult(id, title, Status.SKIPPED, why, basis, evidence)
+
+
+class Reporter(Protocol):
+    """``report(status, check_id, why, **evidence)``: see :func:`reporter`."""
+
+    def __call__(self, status: str, cid: str, why: str, /, **evidence: Any) -> CheckResult: ...
+
+
+def reporter(titles: Mapping[str, str], basis: Basis) -> Reporter:
+    """The result maker of one check module: ``status`` is ``"pass"``, ``"fail"`` or ``"skip"``,
+    the title is ``titles[cid]`` and every result rests on ``basis``."""
+    makers = {"pass": passed, "fail": failed, "skip": skipped}
+
+    def report(status: str, cid: str, why: str, /, **evidence: Any) -> CheckResult:
+        return makers[status](cid, titles[cid], why, basis, **evidence)
+
+    return report

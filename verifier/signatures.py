@@ -27,7 +27,6 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from attest.dsse import pae
 from attest.records import SignedRecord
 from attest.verifier.context import VerifyContext
-from attest.verifier.result import Basis, CheckResult, failed, passed, skipped
+from attest.verifier.result import Basis, CheckResult, reporter
 
 __all__ = [
     "AUTO_SAMPLE_FROM",
@@ -57,9 +56,7 @@ _FIRST = operator.itemgetter(0)
 _KEYID = operator.attrgetter("keyid")
 
 
-def _r(status: str, cid: str, why: str, **ev: Any) -> CheckResult:
-    make = {"pass": passed, "fail": failed, "skip": skipped}[status]
-    return make(cid, SIGNATURE_TITLES[cid], why, Basis.CRYPTOGRAPHIC, **ev)
+_r = reporter(SIGNATURE_TITLES, Basis.CRYPTOGRAPHIC)
 
 
 def _verify_chunk(
