@@ -170,6 +170,12 @@ BEARER_AUTH: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 """The OpenAPI security entry ``Depends(_bearer)`` would add to a route."""
 
 
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` declaring a route's required JSON body, for routes that read the body
+    themselves with :func:`read_json` (so FastAPI cannot see it)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 async def read_json(request: Request, *, limit: int, what: str) -> Any:
     """The request body parsed as strict JSON (no duplicate keys, no NaN), at most ``limit``
     bytes: 413 past it, 400 for anything that is not JSON."""

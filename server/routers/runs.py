@@ -18,6 +18,7 @@ from attest.server.deps import (
     ReadableRun,
     StateDep,
     WritableRun,
+    json_body,
     read_json,
 )
 from attest.server.errors import error_body
@@ -118,27 +119,20 @@ def get_run(info: ReadableRun, state: StateDep) -> RunSummary:
     "/{run}/records",
     response_model=ReceiptOut,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["records"],
-                        "properties": {
-                            "records": {
-                                "type": "array",
-                                "minItems": 1,
-                                "maxItems": MAX_BATCH,
-                                "items": _ENVELOPE_SCHEMA,
-                            }
-                        },
-                    }
+    openapi_extra=json_body(
+        {
+            "type": "object",
+            "required": ["records"],
+            "properties": {
+                "records": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                    "items": _ENVELOPE_SCHEMA,
                 }
             },
         }
-    },
+    ),
 )
 async def append_records(
     info: WritableRun, state: StateDep, request: Request
@@ -168,9 +162,7 @@ async def append_records(
     "/{run}/blobs/{digest}",
     response_model=Stored,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}
-    },
+    openapi_extra=json_body({}),
 )
 async def put_blob(
     info: WritableRun, digest: str, state: StateDep, request: Request, response: Response
@@ -190,12 +182,7 @@ async def put_blob(
     "/{run}/statement",
     response_model=Stored,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
+    openapi_extra=json_body({"type": "object"}),
 )
 async def put_statement(
     info: WritableRun, state: StateDep, request: Request, response: Response

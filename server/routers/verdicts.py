@@ -18,7 +18,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from attest.errors import FormatError
 from attest.records import SignedRecord
-from attest.server.deps import AppState, PrincipalDep, ReadableRun, StateDep, read_json
+from attest.server.deps import (
+    AppState,
+    PrincipalDep,
+    ReadableRun,
+    StateDep,
+    json_body,
+    read_json,
+)
 from attest.server.errors import ConflictError
 from attest.server.schemas import ErrorBody, PostedVerdict
 from attest.server.storage import RunInfo
@@ -92,12 +99,7 @@ def check_verdict(doc: object, run: str, final_root: str | None) -> Mapping[str,
     status_code=201,
     response_model=PostedVerdict,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
+    openapi_extra=json_body({"type": "object"}),
 )
 async def post_verdict(
     info: ReadableRun, state: StateDep, principal: PrincipalDep, request: Request
