@@ -39,6 +39,24 @@ def dataset() -> CharDataset:
     return CharDataset(sentences=60, block_size=HP["block_size"])
 
 
+def without_ids(ds: CharDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's inputs and targets as two tensors, without the sample ids."""
+    return torch.stack([ds[i][1] for i in range(len(ds))]), torch.stack(
+        [ds[i][2] for i in range(len(ds))]
+    )
+
+
+def quiet_trainer(max_steps: int, callback: LineageCallback) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
 def fit(
     tmp: Path,
     key: Path,
@@ -246,9 +264,7 @@ def test_sample_ids_from_a_recording_batch_sampler(tmp_path: Path, key: Path) ->
 
     L.seed_everything(3)
     ds = dataset()
-    xs = torch.stack([ds[i][1] for i in range(len(ds))])
-    ys = torch.stack([ds[i][2] for i in range(len(ds))])
-    plain = TensorDataset(xs, ys)
+    plain = TensorDataset(*without_ids(ds))
     sampler = RecordingBatchSampler(BatchSampler(RandomSampler(plain), 8, drop_last=False))
 
     class NoIds(TinyGPT):  # type: ignore[misc]
@@ -265,15 +281,7 @@ def test_sample_ids_from_a_recording_batch_sampler(tmp_path: Path, key: Path) ->
         ids_from="sampler",
         export_bundle=tmp_path / "s.json",
     )
-    trainer = L.Trainer(
-        max_steps=20,
-        callbacks=[cb],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, DataLoader(plain, batch_sampler=sampler))
+    quiet_trainer(20, cb).fit(model, DataLoader(plain, batch_sampler=sampler))
     bundle = Bundle.read(tmp_path / "s.json")
     order = next(r.record.body for r in bundle.records if r.record.type == "data.order")
     ids = bundle.blob(order["order"])["ids"]
@@ -290,8 +298,7 @@ def test_a_batch_without_sample_ids_is_refused_by_name(
     from torch.utils.data import TensorDataset
 
     ds = dataset()
-    xs = torch.stack([ds[i][1] for i in range(len(ds))])
-    ys = torch.stack([ds[i][2] for i in range(len(ds))])
+    xs, ys = without_ids(ds)
     items: Any = {
         "token rows": TensorDataset(xs, ys),
         "float features": TensorDataset(xs.float(), ys),
@@ -305,16 +312,8 @@ def test_a_batch_without_sample_ids_is_refused_by_name(
             return loss
 
     cb = LineageCallback(key=key, destination=tmp_path / "log", spool_dir=tmp_path / "spool")
-    trainer = L.Trainer(
-        max_steps=2,
-        callbacks=[cb],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
     with pytest.raises(ConfigurationError, match="ids_from='sampler'") as caught:
-        trainer.fit(Plain(ds.vocab_size, **HP), DataLoader(items, batch_size=8))
+        quiet_trainer(2, cb).fit(Plain(ds.vocab_size, **HP), DataLoader(items, batch_size=8))
     assert ("'ids' or 'index'" in caught.value.message) == (kind == "dict without ids")
 
 

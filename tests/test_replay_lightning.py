@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning_models import Blobs, Dropped, ManualSteps, TiedNorm
 from torch.utils.data import DataLoader
 
 from attest.callbacks import LineageCallback
 from attest.keys import TrainerKey
+from attest.statefiles import load_state, save_state
 from attest.verifier import Outcome, Verdict, builtin_policy, verify_bundle
 from attest.verifier.rebuild import RebuildError, StepRecipe
 from attest.verifier.result import Status
@@ -34,6 +37,7 @@ def _train(
     precision: str = "32-true",
     model_class: type = TiedNorm,
     loader_generator: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
@@ -54,7 +58,7 @@ def _train(
     )  # 5 batches an epoch: the last accumulation group of each epoch is incomplete
     L.Trainer(
         max_epochs=2,
-        callbacks=[callback],
+        callbacks=[callback, *callbacks],
         deterministic=True,
         accelerator="cpu",
         logger=False,
@@ -158,7 +162,6 @@ def test_first_interval_from_other_weights_fails_replay(tmp_path: Path) -> None:
     """A fine-tune presented as from scratch: the logged init is a genuine fresh init, but
     training started from another model's weights. The step-0 folder handed to the verifier is
     rebuilt to match the init; replaying from it cannot reach the first logged checkpoint."""
-    from lightning.pytorch.callbacks import Callback
 
     class StartFromOther(Callback):
         def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -166,38 +169,13 @@ def test_first_interval_from_other_weights_fails_replay(tmp_path: Path) -> None:
                 for p in pl_module.parameters():
                     p.add_(0.5 * torch.randn_like(p))  # "pretrained" weights
 
-    key = TrainerKey.generate()
-    key.save(tmp_path / "trainer.key")
-    L.seed_everything(11)
-    model = TiedNorm()
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    callback = LineageCallback(
-        key=tmp_path / "trainer.key",
-        destination=tmp_path / "log",
-        checkpoint_every=2,
-        state_dir=tmp_path / "state",
-        export_bundle=tmp_path / "bundle.json",
-        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {}}},
-    )
-    loader = DataLoader(
-        Blobs(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
-    )
-    L.Trainer(
-        max_epochs=1,
-        callbacks=[callback, StartFromOther()],
-        deterministic=True,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(model, loader)
-    from attest.statefiles import load_state, save_state
-
+    bundle = _train(tmp_path, callbacks=[StartFromOther()])
+    L.seed_everything(11)  # what _train constructed, before the other weights replaced it
+    init = {k: v.clone() for k, v in TiedNorm().state_dict().items()}  # tied: unshare
     step0 = tmp_path / "state" / "step-0"
     kept = load_state(step0)
     save_state(step0, model=init, optimizer=kept.optimizer, scheduler=kept.scheduler, rng=kept.rng)
-    replay = _verify(tmp_path / "bundle.json", tmp_path).result("replay.segments")
+    replay = _verify(bundle, tmp_path).result("replay.segments")
     assert replay is not None and replay.status is Status.FAIL, replay
     [first] = [s for s in replay.evidence["segments"] if s["start"] == 0]
     assert first["status"] == "fail" and first["first_divergent_step"] == 0
