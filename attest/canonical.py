@@ -6,42 +6,42 @@ implementations that agree on the value agree on the bytes. Floats must be finit
 with a reason, never silently altered.
 
 Two paths produce the same bytes. The reference is the ``rfc8785`` package
-(:func:`canonical_json_reference`). The fast path serialises with the standard library's C JSON
-encoder (sorted keys, no whitespace, ``ensure_ascii=False``), which writes exactly the RFC 8785
-bytes for the values it is allowed to handle:
+(:func:`canonical_json_reference`). The fast path serialises with ``msgspec``'s JSON encoder
+(keys sorted, no whitespace), which writes exactly the RFC 8785 bytes for the values it is
+allowed to handle:
 
 - strings: both escape ``"``, ``\\``, ``\\b \\f \\n \\r \\t`` by name and the other controls below
   U+0020 as ``\\u00xx`` (lowercase hex), and write everything else, U+2028/9 and DEL included,
-  as raw UTF-8 (RFC 8785 §3.2.2.2); a lone surrogate cannot be encoded as UTF-8 and goes to the
-  reference, which refuses it;
-- member order: Python sorts names by code point, RFC 8785 §3.2.3 by UTF-16 code unit; the two
+  as raw UTF-8 (RFC 8785 §3.2.2.2; the tests compare every code point); a lone surrogate cannot
+  be encoded as UTF-8 and goes to the reference, which refuses it;
+- member order: msgspec sorts names by code point, RFC 8785 §3.2.3 by UTF-16 code unit; the two
   agree unless a name holds a character above U+FFFF, so text with such a character goes to the
   reference;
 - numbers: integers print the same in the safe range ``|n| ≤ 2^53 − 1`` (outside it RFC 8785
-  refuses them); a float's ``repr`` equals the ECMAScript form RFC 8785 §3.2.2.3 requires (the
-  same shortest round-trip digits, no exponent) when ``1e-4 ≤ |x|`` and ``x`` is not integral
-  (then ``|x| < 2^52 < 1e16``), and an integral float in the safe range has the digits of the
-  equal integer, so the fast path writes that integer; any other number goes to the reference.
+  refuses them). msgspec writes a finite, non-integral float in the ECMAScript form RFC 8785
+  §3.2.2.3 requires (the same shortest round-trip digits, the same exponent thresholds) except
+  for ``1e-6 ≤ |x| < 1e-5``, where it picks an exponent that ECMAScript does not: the fast path
+  writes those digits itself (learning rates of fine-tunes live there). An integral float in
+  the safe range has the digits of the equal integer, so the fast path writes that integer;
+  any other number goes to the reference.
 
-Non-finite floats, other types and cycles make the C encoder fail, and the reference then
-raises its error. The fast path only ever *declines* (conservatively: a character above U+FFFF
-in a string value declines too); it never answers differently: ``tests/test_canonical.py``
-checks both paths byte for byte on generated values. :func:`loads_canonical` runs the same test
-the other way round: it parses a text and returns the value only when the text is certainly
-that value's RFC 8785 encoding (then it equals what :func:`strict_json_loads` reads).
+Non-finite floats, other types and cycles go to the reference, which raises its error. The
+fast path only ever *declines* (conservatively: a character above U+FFFF in a string value
+declines too); it never answers differently: ``tests/test_canonical.py`` checks both paths byte
+for byte on generated values. :func:`loads_canonical` runs the same test the other way round:
+it parses a text and returns the value only when the text is certainly that value's RFC 8785
+encoding (then it equals what :func:`strict_json_loads` reads).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import json.encoder
-import json.scanner
 import math
 import re
-from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import rfc8785
 
 from attest.errors import FormatError
@@ -63,55 +63,52 @@ UNSURE: Final = object()
 """What :func:`loads_canonical` returns when it cannot vouch for a text (use the reference)."""
 
 _SAFE_INT = 2**53 - 1
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")  # the lead byte of every UTF-8 character above U+FFFF
+# Where an integer token of 16 or more digits may start inside a JSON text (a magnitude above
+# 2^53 - 1 has at least 16); a match inside a string only sends that text to the reference.
+_LONG_INTEGER = re.compile(rb"[-:,\[][0-9]{16}")
+_LONG_INTEGER_FIRST = re.compile(rb"-?[0-9]{16}")  # a text that is one such integer
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"unsupported type: {type(value)}")
+def _es_float(value: float) -> bool:
+    """Whether msgspec writes ``value`` as RFC 8785 does: finite, not integral, and outside
+    ``[1e-6, 1e-5)`` in magnitude (NaN and infinities: False)."""
+    return math.isfinite(value) and not value.is_integer() and not 1e-6 <= abs(value) < 1e-5
 
 
-def _make_encoder() -> Callable[[Any], str]:
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # no C accelerator: the pure-Python encoder writes the same text
-        encoder = json.JSONEncoder(
-            ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-        )
-        return encoder.encode
-    # markers=None: no cycle check (callers pass trees: parsed JSON or values _prepare
-    # checked); one encoder object serves every call instead of one per call.
-    c_encode = make(
-        None, _no_default, json.encoder.encode_basestring, None, ":", ",", True, False, False
-    )
+def _respelled(value: float) -> Any:
+    """What the fast path writes for a float :func:`_es_float` declines, or :data:`UNSURE`:
 
-    def encode(value: Any) -> str:
-        return "".join(c_encode(value, 0))
-
-    return encode
-
-
-_encode = _make_encoder()
+    - an integral float in the safe range: the equal ``int`` (RFC 8785 writes the same digits);
+    - ``1e-6 ≤ |x| < 1e-5``: the ECMAScript digits as raw JSON. ``repr`` writes such a value as
+      ``D[.DDD]e-06`` and ECMAScript as ``0.00000DDDD`` (the same shortest round-trip digits).
+    """
+    if value.is_integer():
+        return int(value) if abs(value) <= _SAFE_INT else UNSURE
+    if not 1e-6 <= abs(value) < 1e-5:
+        return UNSURE  # NaN or an infinity
+    mantissa, _, exponent = repr(value).partition("e")
+    if exponent != "-06":  # unreachable on IEEE 754 doubles; decline rather than guess
+        return UNSURE
+    sign, digits = ("-", mantissa[1:]) if mantissa[0] == "-" else ("", mantissa)
+    return msgspec.Raw(f"{sign}0.00000{digits.replace('.', '')}".encode())
 
 
-def _fixed_float(value: float) -> bool:
-    """Whether ``repr(value)`` is the RFC 8785 form: not integral, no exponent (NaN: False)."""
-    return abs(value) >= 1e-4 and not value.is_integer()
-
-
-def _sorts_alike(text: str) -> bool:
-    """Whether code point order is UTF-16 order for every name in ``text`` (no character above
-    U+FFFF anywhere, checked on the whole text)."""
-    return text.isascii() or _ASTRAL.search(text) is None
+def _sorts_alike(data: bytes) -> bool:
+    """Whether code point order is UTF-16 order for every name in ``data`` (no character above
+    U+FFFF anywhere, checked on the whole UTF-8 text)."""
+    return data.isascii() or _ASTRAL.search(data) is None
 
 
 def _prepare(value: Any) -> Any:
-    """``value``, or a copy with the same RFC 8785 bytes, that the C encoder writes exactly as
-    RFC 8785 does; :data:`UNSURE` when that cannot be had (see the module docstring).
+    """``value``, or a copy with the same RFC 8785 bytes, that msgspec writes exactly as RFC
+    8785 does; :data:`UNSURE` when that cannot be had (see the module docstring).
 
     Accepted: exact ``dict`` with ``str`` names, ``list``, ``tuple``, ``str``, ``bool``, ``None``,
-    safe-range ``int`` and finite ``float``. An integral float of magnitude at most 2^53 − 1 is
-    replaced by the equal ``int`` (RFC 8785 writes both as the same digits); other floats must be
-    :func:`_fixed_float`.
+    safe-range ``int`` and finite ``float``. A float that :func:`_es_float` declines is replaced
+    by what :func:`_respelled` gives for it.
     """
     kind = type(value)
     if kind is dict:
@@ -137,10 +134,10 @@ def _prepare_items(items: Any) -> Any:
         if min(ints) < -_SAFE_INT or max(ints) > _SAFE_INT:
             return UNSURE
     out = items
-    if float in kinds and not all(_fixed_float(v) for v in items if type(v) is float):
-        if not all(_fixed_float(v) or _small_integral(v) for v in items if type(v) is float):
+    if float in kinds and not all(_es_float(v) for v in items if type(v) is float):
+        out = [_respelled(v) if type(v) is float and not _es_float(v) else v for v in items]
+        if any(v is UNSURE for v in out):
             return UNSURE
-        out = [int(v) if type(v) is float and _small_integral(v) else v for v in items]
     if kinds <= _SCALARS:
         return out
     for i, v in enumerate(out):
@@ -156,31 +153,17 @@ def _prepare_items(items: Any) -> Any:
     return out
 
 
-def _small_integral(value: float) -> bool:
-    return value.is_integer() and abs(value) <= _SAFE_INT
-
-
-def _parse_int(token: str) -> int:
-    value = int(token)
-    if not -_SAFE_INT <= value <= _SAFE_INT:
-        raise ValueError("outside the safe integer range")
-    return value
-
-
-def _parse_float(token: str) -> float:
+def _token_float(token: str) -> float:
+    """msgspec's hook for every float token :func:`loads_canonical` reads. Canonical text writes
+    an integral value below 1e21 as an integer token; one at or above 1e21 (``1e+21``) and
+    non-finite values are left to the reference (msgspec would spell them otherwise)."""
     value = float(token)
-    if not _fixed_float(value):
-        raise ValueError("a float the fast path does not format")
+    if not math.isfinite(value) or value.is_integer():
+        raise ValueError("a number the fast path does not read")
     return value
 
 
-# The scanner itself, not JSONDecoder.decode: canonical text has no whitespace to skip, and the
-# decode wrapper's two regex matches per call cost as much as parsing a small record.
-# (typeshed types make_scanner's argument as a scanner; it takes the decoder holding the hooks.)
-_make_scanner: Any = json.scanner.make_scanner
-_scan: Callable[[str, int], tuple[Any, int]] = _make_scanner(
-    json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float)
-)
+_DECODER = msgspec.json.Decoder(float_hook=_token_float)
 
 
 def canonical_json_reference(value: Any) -> bytes:
@@ -198,29 +181,35 @@ def canonical_json(value: Any) -> bytes:
     try:
         prepared = _prepare(value)
         if prepared is not UNSURE:
-            text = _encode(prepared)
-            if _sorts_alike(text):
-                return text.encode()
+            data = _ENCODER.encode(prepared)
+            if _sorts_alike(data):
+                return data
     except (TypeError, ValueError, RecursionError):
-        pass  # NaN, a lone surrogate, a cycle …: the reference decides, with its error
+        pass  # a lone surrogate, a cycle …: the reference decides, with its error
     return canonical_json_reference(value)
 
 
 def loads_canonical(data: bytes) -> Any:
     """The JSON value ``data`` encodes when ``data`` is certainly its RFC 8785 encoding, else
-    :data:`UNSURE` (malformed, not canonical, or outside the fast path: ask the reference).
+    :data:`UNSURE` (malformed, or not canonical: the reference then names the problem).
 
     The value equals what :func:`strict_json_loads` returns for the same bytes. Canonical text
-    cannot hold a duplicate name, NaN or an out-of-range number, so the C parser (with number
-    hooks that decline the numbers the fast path does not format) is enough: any of those makes
-    the re-encoding differ from ``data`` (or fail) and the answer UNSURE.
+    cannot hold a duplicate name, NaN or an out-of-range number, and any of those (or any other
+    spelling) makes the re-encoding differ from ``data``. The common case costs one msgspec
+    parse and one encoding; a text with an integer token of 16 or more digits, a float in
+    ``[1e-6, 1e-5)`` or a name above U+FFFF is compared with :func:`canonical_json` instead.
     """
     try:
-        text = data.decode()
-        value, end = _scan(text, 0)
-        if end == len(text) and _encode(value) == text and _sorts_alike(text):
+        value = _DECODER.decode(data)
+        if (
+            _ENCODER.encode(value) == data
+            and _LONG_INTEGER.search(data) is None
+            and _LONG_INTEGER_FIRST.match(data) is None
+            and b"e-6" not in data  # msgspec's spelling of some floats in [1e-6, 1e-5)
+            and _sorts_alike(data)
+        ) or canonical_json(value) == data:
             return value
-    except (ValueError, RecursionError, StopIteration):
+    except (msgspec.DecodeError, ValueError, RecursionError, FormatError):
         pass
     return UNSURE
 

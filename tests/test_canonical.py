@@ -12,6 +12,7 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -113,11 +114,36 @@ def test_loads_canonical_accepts_exactly_canonical_text(value: Any) -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=64) | values.map(lambda v: json.dumps(v).encode()))
+@example(b'{"a":1.5e-6}')  # msgspec's own spellings, which RFC 8785 does not use
+@example(b"[1e16]")
+@example(b"[1e21]")
+@example(b"[1.6185490451792715e178]")
+@example(b"[1.0]")
+@example(b"9007199254740993")
+@example(b'{"a":[-9007199254740993]}')
 def test_loads_canonical_never_vouches_for_non_canonical_bytes(data: bytes) -> None:
     got = loads_canonical(data)
     if got is UNSURE:
         return
     assert canonical_json_reference(strict_json_loads(data, what="x")) == data
+
+
+@settings(max_examples=3000, deadline=None)
+@given(floats)
+def test_loads_canonical_reads_every_float_spelled_by_rfc8785_and_no_other_spelling(
+    x: float,
+) -> None:
+    canonical = canonical_json_reference([x])
+    got = loads_canonical(canonical)
+    if not x.is_integer():  # integral floats are integer tokens: read back as ints, or refused
+        assert got == [x]
+    for other in (
+        msgspec.json.encode([x]),
+        json.dumps([x]).encode(),
+        repr([x]).replace(" ", "").encode(),
+    ):
+        if other != canonical:
+            assert loads_canonical(other) is UNSURE, other
 
 
 @pytest.mark.parametrize(
@@ -128,7 +154,7 @@ def test_loads_canonical_never_vouches_for_non_canonical_bytes(data: bytes) -> N
         b'{"a":1e400}',
         b'{"a":-0}',
         b'{"a":1.0}',
-        b'{"a":1e-7}',
+        b'{"a":1.5e-6}',  # msgspec's spelling; ECMAScript writes 0.0000015
         b'{"a":1E+21}',
         b'{"a":9007199254740992}',
         b'{"b":1,"a":2}',
@@ -149,6 +175,33 @@ def test_loads_canonical_accepts_a_record_shape() -> None:
     data = canonical_json_reference(doc)
     assert loads_canonical(data) == doc
     assert canonical_json(doc) == data
+
+
+def test_every_bmp_character_is_written_as_rfc8785_writes_it() -> None:
+    """The fast path's string escaping, checked on every code point it may write (characters
+    above U+FFFF always go to the reference; lone surrogates cannot be encoded)."""
+    bmp = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000)
+    assert canonical_json([bmp]) == canonical_json_reference([bmp])
+    assert loads_canonical(canonical_json_reference({"s": bmp})) == {"s": bmp}
+
+
+def test_small_learning_rates_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-up and fine-tuning learning rates (1e-7 … 1e-4) are common in train.steps records,
+    including [1e-6, 1e-5), where the fast path writes the ECMAScript digits itself."""
+    lrs = [3e-5, 1e-7, 2.5e-8, 5e-05, 0.0001, 1.5e-6, -9.999999999999999e-06, 1e-6, 2e-6]
+    doc = {"lr": lrs, "n": 1}
+    data = canonical_json_reference(doc)
+    assert data == (
+        b'{"lr":[0.00003,1e-7,2.5e-8,0.00005,0.0001,0.0000015,-0.000009999999999999999,'
+        b'0.000001,0.000002],"n":1}'
+    )
+
+    def refuse(value: Any) -> bytes:
+        raise AssertionError(f"reference used for {value!r}")
+
+    monkeypatch.setattr("attest.canonical.rfc8785.dumps", refuse)
+    assert canonical_json(doc) == data
+    assert loads_canonical(data) == doc
 
 
 def test_rfc8785_number_examples() -> None:
