@@ -1,8 +1,8 @@
 """Verification time against log size (issue 6 benchmark; docs/verifying.md "Speed").
 
-Generates synthetic honest logs of 10^3 … 10^5 records (one step per ``train.steps`` record, a
-checkpoint every 1000 records, a signed tree head every 500 records, a committed data order and
-a signed statement), then times, separately:
+Generates synthetic honest logs of 10^3 … 10^5 records (one step per ``train.steps`` record with
+a warm-up and cosine learning-rate schedule, a checkpoint every 1000 records, a signed tree head
+every 500 records, a committed data order and a signed statement), then times, separately:
 
 - ``parse``: ``Bundle.read`` (the core's strict parser: base64, JSON, the RFC 8785
   canonicality of every payload, field checks, blob names);
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -47,6 +48,16 @@ from attest.verifier.policy import builtin_policy
 
 ALGORITHM = "attest-tensors-v1/sha256/chunk=16777216"
 BATCH = 4
+
+
+def _learning_rate(step: int, steps: int) -> float:
+    """A pre-training schedule: linear warm-up over 2000 steps to 3e-4, cosine decay to 3e-6.
+    Its values span the number ranges a real log holds (1e-7 … 1e-4 included)."""
+    peak, floor, warmup = 3e-4, 3e-6, min(2000, steps // 10 + 1)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _model(i: int) -> ModelDigest:
@@ -128,8 +139,8 @@ def synthetic(n: int, key: TrainerKey, signer: LogSigner) -> Bundle:
                 {
                     "first_step": s,
                     "loss": [loss],
-                    "lr": [0.01],
-                    "grad_norm": [1.0],
+                    "lr": [_learning_rate(s, steps)],
+                    "grad_norm": [0.5 + 1.0 / (1 + s / 50)],
                     "batch": [sha256_digest(json.dumps(ids, separators=(",", ":")).encode())],
                 },
             )

@@ -61,6 +61,20 @@ class Dropped(TiedNorm):
         return super().forward(torch.nn.functional.dropout(x, 0.3, self.training))
 
 
+class DroppedLogits(TiedNorm):
+    """Dropout right before a head initialised with large weights: batch 0's loss on the init
+    depends on which units the masks drop."""
+
+    def __init__(self, dim: int = 8, hidden: int = 16, lr: float = 0.05) -> None:
+        super().__init__(dim, hidden, lr)
+        torch.nn.init.normal_(self.head.weight, std=2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm(self.inp(x)))
+        h = torch.relu(self.out(torch.relu(self.mid(h))))
+        return self.head(torch.nn.functional.dropout(h, 0.5, self.training))
+
+
 class ManualSteps(TiedNorm):
     """:class:`TiedNorm` stepping its optimizer itself (Lightning's manual optimization)."""
 

@@ -17,7 +17,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning_models import Blobs, Dropped, ManualSteps, TiedNorm
+from lightning_models import Blobs, Dropped, DroppedLogits, ManualSteps, TiedNorm
 from torch.utils.data import DataLoader
 
 from attest.callbacks import LineageCallback
@@ -179,3 +179,28 @@ def test_first_interval_from_other_weights_fails_replay(tmp_path: Path) -> None:
     assert replay is not None and replay.status is Status.FAIL, replay
     [first] = [s for s in replay.evidence["segments"] if s["start"] == 0]
     assert first["status"] == "fail" and first["first_divergent_step"] == 0
+
+
+def test_step0_loss_of_a_model_with_dropout_is_recomputed_as_training_drew_it(
+    tmp_path: Path,
+) -> None:
+    """Dropout draws from the global generator, so batch 0's loss on the init depends on the
+    RNG state step 0 began with: the kept state reproduces it exactly; without a state folder
+    the check allows the span of seeded draws; a wrong state file is caught as a mismatch."""
+    bundle = _train(tmp_path, model_class=DroppedLogits)
+    step0 = _verify(bundle, tmp_path).result("scratch.step0_loss")
+    assert step0 is not None and step0.status is Status.PASS, step0
+    assert step0.evidence["rng"] == "the state step 0 started with"
+    assert step0.evidence["recomputed"] == pytest.approx(step0.evidence["logged"], rel=1e-6)
+
+    no_state = verify_bundle(
+        bundle, policy=builtin_policy("strict"), replay=0, trust_bundle_keys=True
+    ).result("scratch.step0_loss")
+    assert no_state is not None and no_state.status is Status.PASS, no_state
+    assert no_state.evidence["rng"] == "not kept" and no_state.evidence["draws_span"] > 0
+
+    state = tmp_path / "state"
+    (state / "rng-before-step-0.json").write_bytes((state / "step-2" / "rng.json").read_bytes())
+    wrong = _verify(bundle, tmp_path).result("scratch.step0_loss")
+    assert wrong is not None and wrong.status is Status.FAIL, wrong
+    assert "batch 0 on the init weights gives loss" in wrong.why
