@@ -5,6 +5,7 @@ trainer's own validly signed forgeries are caught by replay and the from-scratch
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +38,10 @@ def _fails(verdict: Verdict, check_id: str) -> None:
 
 def test_honest_run_passes_every_integrity_chain_and_component_check(honest: Sealed) -> None:
     verdict = _verify(
-        honest, model=honest.model_path, earlier_checkpoints=honest.bundle.checkpoints[:1]
+        honest,
+        model=honest.model_path,
+        data_dir=honest.facts.data_dir,
+        earlier_checkpoints=honest.bundle.checkpoints[:1],
     )
     assert verdict.outcome is Outcome.VERIFIED, verdict.summary
     assert verdict.exit_code == 0
@@ -54,6 +58,50 @@ def test_flipped_bit_in_final_weights_fails_chain_model(honest: Sealed, tmp_path
     assert verdict.outcome is Outcome.TAMPERED and verdict.exit_code == 1
     diff = verdict.result("chain.model").evidence["diff"]  # type: ignore[union-attr]
     assert diff and all(line.startswith("~ ") for line in diff)
+
+
+def test_data_files_other_than_the_declared_ones_fail_chain_data_files(
+    honest: Sealed, tmp_path: Path
+) -> None:
+    """Replay and the step-0 loss read whatever --data holds; the manifest (signed) names the
+    files the run declared. Different bytes under the declared name are caught."""
+    data = tmp_path / "data"
+    shutil.copytree(honest.facts.data_dir, data)
+    file = data / "data.safetensors"
+    raw = bytearray(file.read_bytes())
+    raw[-1] ^= 1  # one bit of the last sample
+    file.write_bytes(bytes(raw))
+    verdict = _verify(honest, data_dir=data)
+    _fails(verdict, "chain.data_files")
+    result = verdict.result("chain.data_files")
+    assert result is not None and result.evidence["files"][0]["path"] == "data.safetensors"
+    assert verdict.outcome is Outcome.TAMPERED
+
+    file.unlink()
+    missing = _verify(honest, data_dir=data).result("chain.data_files")
+    assert missing is not None and missing.status is Status.SKIPPED
+    assert "could not check: 1 of 1 shard files are not in" in missing.why
+    assert _verify(honest).result("chain.data_files").status is Status.SKIPPED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("path", ["../secret", "/etc/passwd", "a/../../b", "", "a\\..\\b"])
+def test_a_manifest_shard_path_leaving_the_data_folder_is_refused(
+    honest: Sealed, tmp_path: Path, path: str
+) -> None:
+    facts = honest.facts.copy()
+    [manifest] = facts.bodies("data.manifest")
+    manifest["dataset"]["shards"][0]["path"] = path
+    sealed = seal(
+        facts, tmp_path / "sealed", trainer_key=honest.trainer_key, server_key=honest.server_key
+    )
+    verdict = _verify(sealed, data_dir=honest.facts.data_dir)
+    _fails(verdict, "chain.data_files")
+    assert (
+        "must be a relative path inside the data folder"
+        in verdict.result(  # type: ignore[union-attr]
+            "chain.data_files"
+        ).why
+    )
 
 
 def test_edited_loss_without_resigning_fails_signatures(honest: Sealed, tmp_path: Path) -> None:
@@ -308,7 +356,10 @@ def test_honest_runs_over_twenty_seeds_pass_integrity_and_chain(tmp_path: Path) 
             server_key=server,
         )
         verdict = _verify(
-            sealed, model=sealed.model_path, earlier_checkpoints=sealed.bundle.checkpoints[:1]
+            sealed,
+            model=sealed.model_path,
+            data_dir=sealed.facts.data_dir,
+            earlier_checkpoints=sealed.bundle.checkpoints[:1],
         )
         for r in verdict.results:
             if r.id.split(".")[0] in ("integrity", "chain", "components"):

@@ -14,6 +14,8 @@ docs/verifying.md §2. Cryptographic checks over the records and blobs, plus the
 ``chain.data_order``  every step's batch digest is SHA-256 of the sample ids the committed order
                       gives at that step (:mod:`attest.verifier.dataorder`; an honest log is
                       checked a segment at a time, a mismatch is then found step by step)
+``chain.data_files``  ``--data``: the shard files the manifest lists are the files given
+                      (:mod:`attest.verifier.datafiles`)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from attest.bundle import paused_gc
 from attest.digest import ModelDigest, digest_safetensors
 from attest.errors import AttestError
+from attest.verifier import datafiles
 from attest.verifier.context import StepTable, VerifyContext
 from attest.verifier.dataorder import DataSchedule
 from attest.verifier.result import Basis, CheckResult, reporter
@@ -38,6 +41,7 @@ TITLES = {
     "chain.resume": "Resumes restart from logged checkpoints",
     "chain.model": "Model file matches the final digest",
     "chain.data_order": "Batches follow the committed data order",
+    datafiles.CHECK_ID: datafiles.TITLE,
 }
 
 
@@ -52,7 +56,7 @@ def check_chain(ctx: VerifyContext) -> list[CheckResult]:
 
 def _check_chain(ctx: VerifyContext) -> list[CheckResult]:
     out = []
-    for fn in (_init, _checkpoints, _final, _resume, _model, _data_order):
+    for fn in (_init, _checkpoints, _final, _resume, _model, _data_order, _data_files):
         try:
             out.append(fn(ctx))
         except AttestError as exc:
@@ -280,6 +284,10 @@ def _data_order(ctx: VerifyContext) -> CheckResult:
         steps=len(table),
         segments=len(schedule.segments),
     )
+
+
+def _data_files(ctx: VerifyContext) -> CheckResult:
+    return datafiles.check_data_files(ctx, _r)
 
 
 def _follows_schedule(schedule: DataSchedule, table: StepTable) -> bool:

@@ -78,7 +78,8 @@ def _server_key(text: str) -> NoteVerifier:
     "--data",
     "data_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Training data folder, for step-0 loss and replay.",
+    help="Training data folder: checked against the manifest's shard digests, then read by the "
+    "step-0 loss and replay.",
 )
 @click.option(
     "--state-dir",

@@ -60,10 +60,11 @@ LIMITS = (
 )
 
 _TAMPER_FAMILIES = ("integrity", "chain")
-OPTIONAL_INPUT = frozenset({"chain.model", "integrity.earlier_checkpoints"})
-"""Checks that need an input the verifier may not have (the model file, earlier tree heads):
-skipping one makes the verdict "could not check" only when the policy names the check itself,
-not just its family (:func:`attest.verifier.verify_bundle` names it when the input is given)."""
+OPTIONAL_INPUT = frozenset({"chain.model", "chain.data_files", "integrity.earlier_checkpoints"})
+"""Checks that need an input the verifier may not have (the model file, the data files, earlier
+tree heads): skipping one makes the verdict "could not check" only when the policy names the
+check itself, not just its family (:func:`attest.verifier.verify_bundle` names
+``integrity.earlier_checkpoints`` when earlier heads are given). A failure always counts."""
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,8 @@ def train(folder: Path, cfg: RunConfig = RunConfig(), *, run: str = "honest-run"
         seed=cfg.data_seed,
     )
     save_file({"x": x, "y": y}, str(data_dir / "data.safetensors"))
+    data = (data_dir / "data.safetensors").read_bytes()
+    shards = [{"path": "data.safetensors", "digest": sha256_digest(data), "bytes": len(data)}]
     _seed_all(cfg.seed)
     model = TinyMLP(**cfg.init_args)
     if cfg.init_state is not None:
@@ -189,8 +191,8 @@ def train(folder: Path, cfg: RunConfig = RunConfig(), *, run: str = "honest-run"
                 "dataset": {
                     "name": "synthetic",
                     "size": cfg.samples,
-                    "fingerprint": sha256_digest(canonical_json(x.tolist())),
-                    "shards": [],
+                    "fingerprint": sha256_digest(canonical_json(shards)),
+                    "shards": shards,
                 },
                 "sampler": {
                     "kind": "random",
