@@ -90,3 +90,24 @@ class ManualSteps(TiedNorm):
         self.manual_backward(loss)
         opt.step()  # type: ignore[union-attr]
         return loss
+
+
+class RmsProp(TiedNorm):
+    """:class:`TiedNorm` on RMSprop with momentum (its update is not bounded by Adam's rule)."""
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.RMSprop(self.parameters(), lr=0.01, momentum=0.9)
+
+
+class AdaGrad(TiedNorm):
+    """:class:`TiedNorm` on Adagrad, whose accumulators exist before the first step."""
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adagrad(self.parameters(), lr=0.1, initial_accumulator_value=0.1)
+
+
+class NAdamModel(TiedNorm):
+    """:class:`TiedNorm` on NAdam (keeps ``betas`` like Adam, steps otherwise)."""
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.NAdam(self.parameters(), lr=0.05)

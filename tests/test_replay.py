@@ -108,3 +108,59 @@ def test_plan_takes_largest_then_random_within_budget() -> None:
     )
     assert sum(s.steps for s in plan) == 15 and any(s.partial for s in plan)
     assert plan == plan_segments(intervals, scores, count=2, budget_steps=15, seed=1)
+
+
+def test_a_step0_optimizer_state_is_fresh_only_without_a_trajectory() -> None:
+    """Adagrad's accumulators exist at construction (one constant each, step 0): fresh. Moments
+    left by earlier steps could steer a replay of the first interval towards other weights:
+    refused."""
+    import torch
+
+    from attest.verifier.checkpoint_state import _not_fresh
+
+    params = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))]
+    assert _not_fresh(torch.optim.Adam(params).state_dict()["state"]) is None
+    assert (
+        _not_fresh(torch.optim.Adagrad(params, initial_accumulator_value=0.1).state_dict()["state"])
+        is None
+    )
+    used = torch.optim.Adam(params)
+    sum(p.sum() for p in params).backward()
+    used.step()
+    assert _not_fresh(used.state_dict()["state"]) == "parameter 0: step 1"
+    stepped_back = used.state_dict()["state"]
+    for entry in stepped_back.values():
+        entry["step"] = torch.tensor(0.0)
+        entry["exp_avg"] = torch.randn_like(entry["exp_avg"])
+    assert _not_fresh(stepped_back) == "parameter 0: exp_avg is not one constant"
+
+
+def test_update_bounds_apply_only_to_the_optimizers_they_were_derived_for() -> None:
+    import torch
+
+    from attest.verifier.updatebound import _kind
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    kinds = {
+        cls.__name__: _kind(cls(p, lr=0.1).param_groups)
+        for cls in (
+            torch.optim.Adam,
+            torch.optim.AdamW,
+            torch.optim.SGD,
+            torch.optim.NAdam,
+            torch.optim.RAdam,
+            torch.optim.Adamax,
+            torch.optim.RMSprop,
+            torch.optim.Adagrad,
+        )
+    }
+    assert kinds == {
+        "Adam": "adam",
+        "AdamW": "adam",
+        "SGD": "sgd",
+        "NAdam": None,
+        "RAdam": None,
+        "Adamax": None,
+        "RMSprop": None,
+        "Adagrad": None,
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,16 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning_models import Blobs, Dropped, DroppedLogits, ManualSteps, TiedNorm
+from lightning_models import (
+    AdaGrad,
+    Blobs,
+    Dropped,
+    DroppedLogits,
+    ManualSteps,
+    NAdamModel,
+    RmsProp,
+    TiedNorm,
+)
 from torch.utils.data import DataLoader
 
 from attest.callbacks import LineageCallback
@@ -38,10 +48,11 @@ def _train(
     model_class: type = TiedNorm,
     loader_generator: bool = True,
     callbacks: Sequence[Callback] = (),
+    seed: int = 11,
 ) -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
-    L.seed_everything(11)
+    L.seed_everything(seed)
     model = model_class()
     callback = LineageCallback(
         key=folder / "trainer.key",
@@ -204,3 +215,33 @@ def test_step0_loss_of_a_model_with_dropout_is_recomputed_as_training_drew_it(
     wrong = _verify(bundle, tmp_path).result("scratch.step0_loss")
     assert wrong is not None and wrong.status is Status.FAIL, wrong
     assert "batch 0 on the init weights gives loss" in wrong.why
+
+
+def test_a_fresh_two_class_model_below_nine_tenths_of_ln_2_is_not_called_trained(
+    tmp_path: Path,
+) -> None:
+    """One batch of 8 samples and 2 classes: a fresh init with large logits scores well below
+    ln 2 by chance. The recomputed loss is the committed init's own; it is judged against the
+    chance loss of its own logits, not against 0.9·ln V."""
+    bundle = _train(tmp_path, model_class=DroppedLogits, seed=19)
+    verdict = _verify(bundle, tmp_path)
+    step0 = verdict.result("scratch.step0_loss")
+    assert step0 is not None and step0.status is Status.PASS, step0
+    assert step0.evidence["logged"] < 0.9 * math.log(2)
+    assert verdict.outcome is Outcome.VERIFIED, verdict.summary
+
+
+@pytest.mark.parametrize("model_class", [RmsProp, AdaGrad, NAdamModel])
+def test_an_optimizer_without_an_update_bound_is_skipped_not_failed(
+    tmp_path: Path, model_class: type
+) -> None:
+    """RMSprop keeps ``momentum`` like SGD and NAdam keeps ``betas`` like Adam, but neither
+    steps by their rules: judged by those bounds, honest runs failed. Adagrad creates its
+    accumulators at construction, so its step-0 state is not empty yet fresh."""
+    verdict = _verify(_train(tmp_path, model_class=model_class), tmp_path)
+    bound = verdict.result("scratch.update_bound")
+    assert bound is not None and bound.status is Status.SKIPPED, bound
+    assert "no update bound for an optimizer" in bound.why
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    assert any(s["start"] == 0 for s in replay.evidence["segments"])

@@ -12,7 +12,9 @@ checks the whole folder before replay loads it, and raises
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from attest.digest import digest_safetensors, digest_state_dict
 from attest.errors import DigestMismatchError, FormatError
@@ -65,11 +67,12 @@ def verified_state(ctx: VerifyContext, step: int) -> LoadedState:
             raise DigestMismatchError(
                 "step-0 model state file does not match weights.init", expected=root, got=got_model
             )
-        if state.optimizer.get("state"):
+        stale = _not_fresh(state.optimizer.get("state") or {})
+        if stale:
             raise DigestMismatchError(
                 "step-0 optimizer state must be that of a fresh optimizer",
-                expected="no per-parameter state",
-                got=f"{len(state.optimizer['state'])} parameter(s) with state",
+                expected="no per-parameter state, or step 0 and one constant per tensor",
+                got=stale,
             )
         return state
     body = bodies[-1]
@@ -88,3 +91,27 @@ def verified_state(ctx: VerifyContext, step: int) -> LoadedState:
                 got=got,
             )
     return state
+
+
+def _not_fresh(per_parameter: Mapping[Any, Any]) -> str | None:
+    """Why a step-0 optimizer state is not a fresh optimizer's, or ``None``.
+
+    Adam, SGD and RMSprop create per-parameter state at their first step; Adagrad creates its
+    accumulators at construction, filled with ``initial_accumulator_value`` and a step count of
+    0. So a fresh state holds, per parameter, step counters at 0 and tensors each holding one
+    value throughout. One number per tensor cannot carry a trajectory towards other weights;
+    moments or accumulators left from earlier training can, and are refused."""
+    import torch
+
+    for index, entry in per_parameter.items():
+        if not isinstance(entry, Mapping):
+            return f"parameter {index}: state is not a mapping"
+        for name, value in entry.items():
+            if name == "step":
+                if float(value) != 0.0:
+                    return f"parameter {index}: step {float(value):g}"
+            elif isinstance(value, torch.Tensor) and value.numel() > 1:
+                flat = value.reshape(-1)
+                if not bool((flat == flat[0]).all()):
+                    return f"parameter {index}: {name} is not one constant"
+    return None

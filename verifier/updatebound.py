@@ -8,7 +8,8 @@ Adam/AdamW, ``|m̂_t/√v̂_t| ≤ C_t = (1−β₁)/(1−β₁ᵗ)·√((1−β
 ``|Δθᵢ| ≤ Σ_t lr_t·(C_t + wd·Mᵢ)`` with ``Mᵢ`` bounding ``|θᵢ|`` over the interval; any
 coordinate past it is a jump no Adam trajectory can make. For SGD the whole-model bound is
 ``‖Δθ‖ ≤ Σ_t lr_t‖u_t‖`` with ``‖u_t‖`` built from the logged gradient norms and the momentum
-recursion. The RMS movement per tensor over ``Σ lr`` is reported; above 1.5 (faster than Adam
+recursion. Other optimizers (RMSprop, Adagrad, NAdam, RAdam, …) step by other rules: the check
+is skipped for them rather than judged by a bound that does not hold. The RMS movement per tensor over ``Σ lr`` is reported; above 1.5 (faster than Adam
 moves in practice) it is a warning.
 """
 
@@ -95,7 +96,8 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
             and not _is_buffer(k)
         ]
         report: dict[str, Any] = {"from": a, "to": b, "sum_lr": sum(lrs)}
-        if "betas" in groups[0]:
+        kind = _kind(groups)
+        if kind == "adam":
             worst, rms = _adam_interval(groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names})
             report |= {
                 "optimizer": "adam",
@@ -111,7 +113,7 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
             loud = [k for k, v in rms.items() if v > UPDATE_WARN]
             if loud:
                 warnings.append(f"steps {a}→{b}: {loud[0]} moved {rms[loud[0]]:.2f}× Σlr (RMS)")
-        elif "momentum" in groups[0]:
+        elif kind == "sgd":
             norms = [rows[t].grad_norm for t in range(a, b)]
             if any(g is None for g in norms):
                 return _result(
@@ -153,6 +155,19 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
         basis,
         **evidence,
     )
+
+
+def _kind(groups: list[Mapping[str, Any]]) -> str | None:
+    """``"adam"`` (torch's Adam and AdamW, amsgrad or not), ``"sgd"`` (torch's SGD, with or
+    without momentum and Nesterov), or ``None``, told apart by the hyperparameters only those
+    classes keep in their parameter groups. Optimizers that also keep ``betas`` or ``momentum``
+    but step otherwise (NAdam, RAdam, Adamax, RMSprop, …) get no bound rather than a wrong one."""
+    keys = set(groups[0])
+    if {"betas", "amsgrad"} <= keys and not keys & {"momentum_decay", "alpha"}:
+        return "adam"
+    if {"momentum", "dampening", "nesterov"} <= keys and not keys & {"alpha", "betas"}:
+        return "sgd"
+    return None
 
 
 def _is_buffer(name: str) -> bool:
