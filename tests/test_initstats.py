@@ -17,7 +17,7 @@ from attest.verifier.initstats import (
     marchenko_pastur,
     tail_index,
 )
-from attest.verifier.updatebound import adam_step_bound
+from attest.verifier.updatebound import adam_step_bound, rmsprop_step_bound
 
 
 def _seeded(seed: int) -> None:
@@ -180,3 +180,23 @@ def test_adam_step_bound_holds_for_adversarial_gradients() -> None:
             p.grad = torch.tensor([g])
             opt.step()
             assert abs(float(p.detach()) - before) <= adam_step_bound(t, 0.9, 0.999) * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rmsprop_and_adagrad_step_bounds_hold_for_adversarial_gradients(momentum: float) -> None:
+    """Growing gradients, a spike after silence, and alternating signs: no step of RMSprop (not
+    centred) passes lr·rmsprop_step_bound(t), nor one of Adagrad lr."""
+    spikes = [0.0] * 50 + [1.0] + [0.0] * 20
+    for grads in ([1.01**t for t in range(300)], spikes, [(-1.0) ** t * 3 for t in range(100)]):
+        p, q = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+        rms = torch.optim.RMSprop([p], lr=1.0, alpha=0.99, momentum=momentum, eps=1e-30)
+        ada = torch.optim.Adagrad([q], lr=1.0, eps=1e-30)
+        for t, g in enumerate(grads, start=1):
+            before_p, before_q = float(p.detach()), float(q.detach())
+            p.grad, q.grad = torch.tensor([g]), torch.tensor([g])
+            rms.step()
+            ada.step()
+            assert abs(float(p.detach()) - before_p) <= rmsprop_step_bound(t, 0.99, momentum) * (
+                1 + 1e-5
+            )
+            assert abs(float(q.detach()) - before_q) <= 1.0 + 1e-5

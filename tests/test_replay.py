@@ -161,6 +161,8 @@ def test_update_bounds_apply_only_to_the_optimizers_they_were_derived_for() -> N
         "NAdam": None,
         "RAdam": None,
         "Adamax": None,
-        "RMSprop": None,
-        "Adagrad": None,
+        "RMSprop": "rmsprop",
+        "Adagrad": "adagrad",
     }
+    centred = torch.optim.RMSprop(p, lr=0.1, centered=True).param_groups
+    assert _kind(centred) is None  # its denominator √(v − avg²) has no floor

@@ -8,8 +8,11 @@ Adam/AdamW, ``|m̂_t/√v̂_t| ≤ C_t = (1−β₁)/(1−β₁ᵗ)·√((1−β
 ``|Δθᵢ| ≤ Σ_t lr_t·(C_t + wd·Mᵢ)`` with ``Mᵢ`` bounding ``|θᵢ|`` over the interval; any
 coordinate past it is a jump no Adam trajectory can make. For SGD the whole-model bound is
 ``‖Δθ‖ ≤ Σ_t lr_t‖u_t‖`` with ``‖u_t‖`` built from the logged gradient norms and the momentum
-recursion. Other optimizers (RMSprop, Adagrad, NAdam, RAdam, …) step by other rules: the check
-is skipped for them rather than judged by a bound that does not hold. The RMS movement per tensor over ``Σ lr`` is reported; above 1.5 (faster than Adam
+recursion. RMSprop (not centred) and Adagrad normalise each coordinate too:
+``v_t ≥ (1−α)g_t²`` bounds RMSprop's normalised gradient by ``1/√(1−α)`` (times the momentum
+sum ``Σ μ^k``), and ``Σ g² ≥ g_t²`` bounds Adagrad's by 1, so they take the per-coordinate rule
+with those constants. Other optimizers (NAdam, RAdam, Adamax, centred RMSprop, …) step by other
+rules: the check is skipped for them rather than judged by a bound that does not hold. The RMS movement per tensor over ``Σ lr`` is reported; above 1.5 (faster than Adam
 moves in practice) it is a warning.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from attest.verifier.checkpoint_state import verified_weights
@@ -27,8 +30,9 @@ from attest.verifier.result import Basis, CheckResult, Status
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["UPDATE_WARN", "adam_step_bound", "check_update_bound"]
+__all__ = ["UPDATE_WARN", "adam_step_bound", "check_update_bound", "rmsprop_step_bound"]
 
+_NAMES = {"adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 UPDATE_WARN = 1.5  # RMS |Δθ| / Σ lr above which a tensor moved faster than Adam normally does
 _ROUNDING = 1e-6  # float32 rounding allowance per unit of |θ| and step
 _TITLE = "Updates between checkpoints within what the learning rates allow"
@@ -97,21 +101,23 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
         ]
         report: dict[str, Any] = {"from": a, "to": b, "sum_lr": sum(lrs)}
         kind = _kind(groups)
-        if kind == "adam":
-            worst, rms = _adam_interval(groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names})
+        if kind in ("adam", "rmsprop", "adagrad"):
+            worst, rms = _per_coordinate_interval(
+                kind, groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names}
+            )
             report |= {
-                "optimizer": "adam",
+                "optimizer": kind,
                 "worst_ratio": worst[1],
                 "worst_tensor": worst[0],
                 "max_rms_ratio": max(rms.values(), default=0.0),
             }
             if worst[1] > 1.0:
                 failures.append(
-                    f"steps {a}→{b}: {worst[0]} moved {worst[1]:.2f}× the most Adam"
+                    f"steps {a}→{b}: {worst[0]} moved {worst[1]:.2f}× the most {_NAMES[kind]}"
                     " can move with the logged learning rates"
                 )
             loud = [k for k, v in rms.items() if v > UPDATE_WARN]
-            if loud:
+            if loud and kind == "adam":  # the RMS rule of thumb is Adam's
                 warnings.append(f"steps {a}→{b}: {loud[0]} moved {rms[loud[0]]:.2f}× Σlr (RMS)")
         elif kind == "sgd":
             norms = [rows[t].grad_norm for t in range(a, b)]
@@ -158,36 +164,65 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
 
 
 def _kind(groups: list[Mapping[str, Any]]) -> str | None:
-    """``"adam"`` (torch's Adam and AdamW, amsgrad or not), ``"sgd"`` (torch's SGD, with or
-    without momentum and Nesterov), or ``None``, told apart by the hyperparameters only those
-    classes keep in their parameter groups. Optimizers that also keep ``betas`` or ``momentum``
-    but step otherwise (NAdam, RAdam, Adamax, RMSprop, …) get no bound rather than a wrong one."""
+    """Which bound applies, told apart by the hyperparameters each torch optimizer keeps in its
+    parameter groups: ``"adam"`` (Adam, AdamW, amsgrad or not), ``"rmsprop"`` (not centred),
+    ``"adagrad"``, ``"sgd"`` (with or without momentum and Nesterov), or ``None``. Optimizers
+    that keep ``betas`` or ``momentum`` too but step by other rules (NAdam, RAdam, Adamax,
+    centred RMSprop, …) get no bound rather than a wrong one."""
     keys = set(groups[0])
     if {"betas", "amsgrad"} <= keys and not keys & {"momentum_decay", "alpha"}:
         return "adam"
+    if {"alpha", "centered", "momentum"} <= keys and not any(g["centered"] for g in groups):
+        return "rmsprop"
+    if {"lr_decay", "initial_accumulator_value"} <= keys:
+        return "adagrad"
     if {"momentum", "dampening", "nesterov"} <= keys and not keys & {"alpha", "betas"}:
         return "sgd"
     return None
+
+
+def rmsprop_step_bound(t: int, alpha: float, momentum: float) -> float:
+    """Largest per-coordinate step of (non-centred) RMSprop at step ``t ≥ 1`` over ``lr``:
+    ``v_t ≥ (1−α)·g_t²`` bounds each normalised gradient by ``1/√(1−α)``, and the momentum
+    buffer sums ``t`` of them with weights ``μ^k``."""
+    terms = t if momentum == 0 else (1 - momentum**t) / (1 - momentum)
+    return max(terms, 1.0) / math.sqrt(1 - alpha)
+
+
+def _step_bound(kind: str, groups: list[dict[str, Any]]) -> Callable[[int], float]:
+    """``t ↦`` the largest ``|Δθᵢ| / lr_t`` at step ``t`` for a per-coordinate optimizer
+    (worst case over the groups). Adagrad: ``Σg² ≥ g_t²`` bounds its normalised gradient by 1,
+    and its decayed rate is at most the logged ``lr``."""
+    if kind == "adam":
+        beta1 = max(float(g["betas"][0]) for g in groups)
+        beta2 = min(float(g["betas"][1]) for g in groups)
+        return lambda t: adam_step_bound(t, beta1, beta2)
+    if kind == "rmsprop":
+        alpha = max(float(g["alpha"]) for g in groups)
+        mu = max(float(g.get("momentum", 0.0)) for g in groups)
+        return lambda t: rmsprop_step_bound(t, alpha, mu)
+    return lambda t: 1.0
 
 
 def _is_buffer(name: str) -> bool:
     return name.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
-def _adam_interval(
+def _per_coordinate_interval(
+    kind: str,
     groups: list[dict[str, Any]],
     lrs: list[float],
     a: int,
     scale: float,
     pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[tuple[str, float], dict[str, float]]:
-    beta1 = max(float(g["betas"][0]) for g in groups)
-    beta2 = min(float(g["betas"][1]) for g in groups)
+    bound = _step_bound(kind, groups)
     wd = max(float(g.get("weight_decay", 0.0)) for g in groups)
-    # Coupled decay (Adam) goes through the gradient, which C_t already bounds; decoupled decay
-    # (AdamW, or a group that does not say) shrinks θ by lr·wd·θ per step on top.
-    coupled = all(g.get("decoupled_weight_decay") is False for g in groups)
-    move = sum(lr * scale * adam_step_bound(a + i + 1, beta1, beta2) for i, lr in enumerate(lrs))
+    # Coupled decay (Adam, RMSprop, Adagrad) goes through the gradient, which the step bound
+    # already covers; decoupled decay (AdamW, or an Adam group that does not say) shrinks θ by
+    # lr·wd·θ per step on top.
+    coupled = kind != "adam" or all(g.get("decoupled_weight_decay") is False for g in groups)
+    move = sum(lr * scale * bound(a + i + 1) for i, lr in enumerate(lrs))
     decay = 0.0 if coupled else sum(lrs) * scale * wd
     worst = ("", 0.0)
     rms: dict[str, float] = {}
