@@ -341,7 +341,7 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
             except RebuildError:  # a precision replay cannot reproduce: full precision is
                 recipe = StepRecipe()  # within the check's margin of an untrained model's loss
             with torch.no_grad(), preserved_rng():
-                recomputed, how = _recompute_step0(ctx, init, dataset, ids, recipe)
+                recomputed, drawn_as = _recompute_step0(ctx, init, dataset, ids, recipe)
                 init.model.load_state_dict(init.weights)  # undo normalisation-statistic updates
                 logits = _logit_stats(init.model, batch)
             if logits is not None:
@@ -353,7 +353,7 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
                 "logit_spread": spread,
                 "label_z": label_z,
                 "batch_ids": len(ids),
-                **how,
+                **drawn_as,
             }
     if not isinstance(vocab, int) or vocab < 2:
         return _result(
