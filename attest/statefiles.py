@@ -68,6 +68,7 @@ __all__ = [
     "load_rng_before_step",
     "load_state",
     "restore_rng",
+    "rng_steps",
     "save_rng_before_step",
     "save_state",
     "split_optimizer_state",
@@ -90,9 +91,20 @@ def _rng_file(state_dir: str | os.PathLike[str], step: int) -> Path:
 def save_rng_before_step(
     state_dir: str | os.PathLike[str], step: int, rng: Mapping[str, Any]
 ) -> None:
-    """Keep the generator state the forward pass of ``step`` starts from (an epoch's start)."""
+    """Keep the generator state the forward pass of ``step`` starts from (at an epoch's start,
+    and after a validation run between two steps)."""
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(_rng_file(state_dir, step), canonical_json(dict(rng)))
+
+
+def rng_steps(state_dir: str | os.PathLike[str]) -> frozenset[int]:
+    """The steps that have a :func:`save_rng_before_step` file in ``state_dir``."""
+    found = set()
+    for path in Path(state_dir).glob("rng-before-step-*.json"):
+        number = path.name[len("rng-before-step-") : -len(".json")]
+        if number.isdigit() and path.name == _rng_file(state_dir, int(number)).name:
+            found.add(int(number))
+    return frozenset(found)
 
 
 def load_rng_before_step(state_dir: str | os.PathLike[str], step: int) -> dict[str, Any] | None:

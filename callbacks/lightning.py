@@ -99,6 +99,7 @@ class LineageCallback(Callback):
         self._resume_state: dict[str, Any] | None = None
         self._reset_step()
         self._seen_step = 0
+        self._validated = False  # a validation run happened since the last training step
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -176,8 +177,20 @@ class LineageCallback(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.recorder is not None and batch_idx == 0:
+        if self.recorder is None:
+            return
+        if batch_idx == 0:
             self.recorder.epoch_started()
+        elif self._validated:
+            self.recorder.generators_moved()
+        self._validated = False
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A validation run between two training steps draws from the global generators (its
+        # loader's seed, random layers it runs): the next step's state must be kept for replay.
+        if not trainer.sanity_checking:
+            self._validated = True
 
     @override
     def on_before_optimizer_step(

@@ -306,6 +306,16 @@ class Recorder:
         rng = full.rng if full is not None else capture_rng()
         self._submit(lambda chain: chain.epoch_start(step, rng, state_dir, full))
 
+    def generators_moved(self) -> None:
+        """Keep the generator state the next step starts from, when code outside the training
+        steps drew from the global generators since the last one — a validation run between
+        two steps does (starting its data loader draws a seed). Call it just before that step;
+        replay restores the state there. Nothing happens without ``state_dir``."""
+        if self.state_dir is None or self.state is None:
+            return
+        step, state_dir, rng = self.state.step, self.state_dir, capture_rng()
+        self._submit(lambda chain: chain.epoch_start(step, rng, state_dir, None))
+
     # --- resume -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:

@@ -61,6 +61,15 @@ class Dropped(TiedNorm):
         return super().forward(torch.nn.functional.dropout(x, 0.3, self.training))
 
 
+class Validated(Dropped):
+    """:class:`Dropped` with a validation step: a validation run between two training steps
+    draws from the global generator (its loader's seed)."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        _, x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+
 class DroppedLogits(TiedNorm):
     """Dropout right before a head initialised with large weights: batch 0's loss on the init
     depends on which units the masks drop."""

@@ -27,6 +27,7 @@ from lightning_models import (
     NAdamModel,
     RmsProp,
     TiedNorm,
+    Validated,
 )
 from torch.utils.data import DataLoader
 
@@ -49,6 +50,7 @@ def _train(
     loader_generator: bool = True,
     callbacks: Sequence[Callback] = (),
     seed: int = 11,
+    validate_every: int | None = None,
 ) -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
@@ -67,9 +69,11 @@ def _train(
     loader = DataLoader(
         Blobs(), batch_size=8, shuffle=True, generator=generator
     )  # 5 batches an epoch: the last accumulation group of each epoch is incomplete
+    validation = {} if validate_every is None else {"val_check_interval": validate_every}
     L.Trainer(
         max_epochs=2,
         callbacks=[callback, *callbacks],
+        **validation,  # type: ignore[arg-type]
         deterministic=True,
         accelerator="cpu",
         logger=False,
@@ -78,7 +82,9 @@ def _train(
         enable_model_summary=False,
         accumulate_grad_batches=accumulate,
         precision=precision,  # type: ignore[arg-type]
-    ).fit(model, loader)
+    ).fit(
+        model, loader, None if validate_every is None else DataLoader(Blobs(seed=1), batch_size=8)
+    )
     return folder / "bundle.json"
 
 
@@ -250,3 +256,23 @@ def test_each_optimizer_is_judged_by_its_own_update_bound_or_none(
     replay = verdict.result("replay.segments")
     assert replay is not None and replay.status is Status.PASS, replay
     assert any(s["start"] == 0 for s in replay.evidence["segments"])
+
+
+def test_validation_between_steps_does_not_break_replay_of_a_model_with_dropout(
+    tmp_path: Path,
+) -> None:
+    """Validation every 2 steps (5 steps an epoch): starting the validation loader draws from
+    the global generator, so the next step's dropout masks depend on it. The callback keeps the
+    generator state after each validation run; without that file the replay of an honest run
+    diverges right there."""
+    bundle = _train(tmp_path, model_class=Validated, validate_every=2)
+    state = tmp_path / "state"
+    assert (state / "rng-before-step-2.json").is_file()  # mid-epoch, after a validation run
+    replay = _verify(bundle, tmp_path).result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    assert replay.evidence["steps_replayed"] == replay.evidence["training_steps"]
+
+    (state / "rng-before-step-2.json").unlink()
+    replay = _verify(bundle, tmp_path).result("replay.segments")
+    assert replay is not None and replay.status is Status.FAIL, replay
+    assert min(s.get("first_divergent_step", 99) for s in replay.evidence["segments"]) == 2

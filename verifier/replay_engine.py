@@ -11,9 +11,10 @@ by micro-batch under gradient accumulation), gradient clipping when
 step, scheduler step for ``interval="step"`` (``"epoch"`` at an epoch boundary of the committed
 order). Batches are the committed sample ids, whose digest must equal the logged one.
 
-At the first step of an epoch the generators are set from ``state_dir/rng-before-step-<s>.json``
-when the callback kept it: a loader without its own generator draws from the global one at an
-epoch's start, which a model with random layers (dropout) would otherwise not see in replay.
+Before step ``s`` the generators are set from ``state_dir/rng-before-step-<s>.json`` when the
+callback kept one: at an epoch's start (a loader without its own generator draws from the global
+one there) and after a validation run between two steps (its loader draws a seed too). A model
+with random layers (dropout) would otherwise draw other masks in replay than in training.
 
 :func:`run_segment` loads a verified checkpoint state into the :class:`Engine` and runs one
 :class:`~attest.verifier.replay_plan.Segment`, stopping at the first step whose batch cannot be
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from attest.canonical import canonical_json, sha256_digest
-from attest.statefiles import LoadedState, load_rng_before_step, restore_rng
+from attest.statefiles import LoadedState, load_rng_before_step, restore_rng, rng_steps
 from attest.verifier.context import VerifyContext
 from attest.verifier.rebuild import (
     RebuildError,
@@ -74,6 +75,7 @@ class Engine:
         self.recipe = StepRecipe.of_run(config, ctx.data_manifest)
         self.rows = {r.step: r for r in ctx.steps()}
         self.epochs = {s.start: s.epoch for s in ctx.schedule.segments}
+        self.rng_steps = frozenset() if ctx.state_dir is None else rng_steps(ctx.state_dir)
 
     def load(self, state: LoadedState) -> None:
         import torch
@@ -92,9 +94,9 @@ class Engine:
         """Run update ``step``; return the loss before it and a problem with the batch, if any."""
         import torch
 
-        if step in self.epochs and self.ctx.state_dir is not None:
+        if step in self.rng_steps and self.ctx.state_dir is not None:
             rng = load_rng_before_step(self.ctx.state_dir, step)
-            if rng is not None:  # the loader drew from the global generator at the epoch start
+            if rng is not None:  # something outside the steps drew from the global generators
                 restore_rng(rng)
         ids = self.ctx.batch_ids(step)
         row = self.rows.get(step)
