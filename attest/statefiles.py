@@ -18,7 +18,9 @@ Digests (the strings in the record's ``state`` object), all ``sha256:<hex>`` of 
   where the tensors digest is the attest-tensors-v1 digest of the flattened tensors and ``M`` is
   ``{"param_groups": [...], "scalars": {"<param index>.<key>": value}}`` — non-tensor per-parameter
   state. It is the same whether taken from the live optimizer or from the files.
-* scheduler: the canonical JSON of the state dict (tuples become lists).
+* scheduler: the canonical JSON of the state dict (tuples become lists; a non-finite float, such
+  as ReduceLROnPlateau's ``best = inf``, becomes ``{"attest.float": "inf"}``, in optimizer
+  metadata too).
 * rng: the canonical JSON of the ``rng.json`` document::
 
       {"python": {"version": int, "state": [int, ...], "gauss_next": float | null},
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import random
 from collections.abc import Mapping
@@ -118,14 +121,17 @@ def load_rng_before_step(state_dir: str | os.PathLike[str], step: int) -> dict[s
     return doc
 
 
+_NON_FINITE = "attest.float"  # {"attest.float": "inf" | "-inf" | "nan"}: JSON has no such number
+
+
 def _jsonable(value: Any, where: str) -> Any:
-    """Plain JSON of a state-dict value; tensors of one element become numbers."""
+    """Plain JSON of a state-dict value; tensors of one element become numbers, and a
+    non-finite float (ReduceLROnPlateau keeps ``best = inf``) the object
+    ``{"attest.float": "inf" | "-inf" | "nan"}``, which :func:`_unjsonable` reads back."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigurationError(f"{where} is not finite; state cannot be recorded", got=value)
-        return value
+        return value if math.isfinite(value) else {_NON_FINITE: repr(value)}
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -135,6 +141,17 @@ def _jsonable(value: Any, where: str) -> Any:
     raise ConfigurationError(
         f"{where} holds a {type(value).__name__}, which the state files cannot record as JSON"
     )
+
+
+def _unjsonable(value: Any) -> Any:
+    """The state-dict value :func:`_jsonable` wrote ``value`` for (non-finite floats back)."""
+    if isinstance(value, dict):
+        if value.keys() == {_NON_FINITE} and value[_NON_FINITE] in ("inf", "-inf", "nan"):
+            return float(value[_NON_FINITE])
+        return {k: _unjsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unjsonable(v) for v in value]
+    return value
 
 
 def split_optimizer_state(
@@ -339,12 +356,12 @@ def load_state(folder: str | os.PathLike[str]) -> LoadedState:
         state.setdefault(int(pid), {})[key] = tensor
     for name, value in meta["scalars"].items():
         pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer = {"state": state, "param_groups": meta["param_groups"]}
+        state.setdefault(int(pid), {})[key] = _unjsonable(value)
+    optimizer = {"state": state, "param_groups": _unjsonable(meta["param_groups"])}
     digests = StateDigests(
         optimizer=_optimizer_digest(flat, meta),
         scheduler=digest_scheduler(scheduler),
         rng=digest_rng(rng),
         path=src.name,
     )
-    return LoadedState(model, optimizer, scheduler, rng, digests)
+    return LoadedState(model, optimizer, _unjsonable(scheduler), rng, digests)

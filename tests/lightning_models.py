@@ -120,3 +120,21 @@ class NAdamModel(TiedNorm):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.NAdam(self.parameters(), lr=0.05)
+
+
+class Plateau(TiedNorm):
+    """:class:`TiedNorm` on ReduceLROnPlateau, which keeps ``best = inf`` in its state and
+    steps on a monitored metric."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": "train_loss", "interval": "step"},
+        }

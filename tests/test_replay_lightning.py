@@ -25,6 +25,7 @@ from lightning_models import (
     DroppedLogits,
     ManualSteps,
     NAdamModel,
+    Plateau,
     RmsProp,
     TiedNorm,
     Validated,
@@ -276,3 +277,15 @@ def test_validation_between_steps_does_not_break_replay_of_a_model_with_dropout(
     replay = _verify(bundle, tmp_path).result("replay.segments")
     assert replay is not None and replay.status is Status.FAIL, replay
     assert min(s.get("first_divergent_step", 99) for s in replay.evidence["segments"]) == 2
+
+
+def test_a_metric_driven_scheduler_is_recorded_and_refused_by_replay_by_name(
+    tmp_path: Path,
+) -> None:
+    """ReduceLROnPlateau's state holds ``inf``: the callback must record it (it used to stop
+    training), and replay, which recomputes no monitored metric, says so instead of failing."""
+    verdict = _verify(_train(tmp_path, model_class=Plateau), tmp_path)
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.SKIPPED, replay
+    assert "ReduceLROnPlateau" in replay.why
+    assert verdict.result("scratch.update_bound").status is Status.PASS  # type: ignore[union-attr]

@@ -121,3 +121,27 @@ def test_digests_change_with_the_state(tmp_path: Path) -> None:
 def test_missing_files_are_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="incomplete"):
         load_state(tmp_path)
+
+
+def test_non_finite_scheduler_state_round_trips(tmp_path: Path) -> None:
+    """ReduceLROnPlateau keeps ``best = inf`` (and ``mode_worse``) before its first metric:
+    recording it used to stop training. The files keep it exactly and the digest is stable."""
+    model, opt, _ = setup()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0)
+    assert plateau.state_dict()["best"] == float("inf")
+    digests = save_state(
+        tmp_path,
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        scheduler=plateau.state_dict(),
+        rng=capture_rng(),
+    )
+    assert b'{"attest.float":"inf"}' in (tmp_path / "scheduler.json").read_bytes()
+    loaded = load_state(tmp_path)
+    assert loaded.scheduler is not None and loaded.scheduler["best"] == float("inf")
+    assert loaded.digests.scheduler == digests.scheduler == digest_scheduler(plateau.state_dict())
+    restored = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0)
+    restored.load_state_dict(loaded.scheduler)
+    assert restored.state_dict() == plateau.state_dict()
+    nan = digest_scheduler({"x": float("nan")})
+    assert nan != digest_scheduler({"x": float("inf")}) != digest_scheduler({"x": float("-inf")})

@@ -164,6 +164,12 @@ def _optimizers(model: Any) -> tuple[Any, Any, str, int]:
         raise RebuildError(
             "configure_optimizers() returned no optimizer", module=type(model).__module__
         )
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise RebuildError(
+            "replay cannot step ReduceLROnPlateau: it follows a monitored metric that replay does"
+            " not recompute (scratch.update_bound still holds the updates to the logged rates)",
+            module=type(model).__module__,
+        )
     return out, sched, interval, freq
 
 
