@@ -17,7 +17,10 @@ Digests (the strings in the record's ``state`` object), all ``sha256:<hex>`` of 
 * optimizer: ``{"format": "attest-optimizer-v1", "tensors": {"algorithm", "root"}, "meta": M}``
   where the tensors digest is the attest-tensors-v1 digest of the flattened tensors and ``M`` is
   ``{"param_groups": [...], "scalars": {"<param index>.<key>": value}}`` — non-tensor per-parameter
-  state. It is the same whether taken from the live optimizer or from the files.
+  state. A tensor of more than one element inside such a value (LBFGS keeps lists of them) is
+  stored in the file as ``state.<param index>.<key>#<n>`` and written in the value as
+  ``{"attest.tensor": "<that name>"}``. It is the same whether taken from the live optimizer or
+  from the files.
 * scheduler: the canonical JSON of the state dict (tuples become lists; a non-finite float, such
   as ReduceLROnPlateau's ``best = inf``, becomes ``{"attest.float": "inf"}``, in optimizer
   metadata too).
@@ -122,6 +125,7 @@ def load_rng_before_step(state_dir: str | os.PathLike[str], step: int) -> dict[s
 
 
 _NON_FINITE = "attest.float"  # {"attest.float": "inf" | "-inf" | "nan"}: JSON has no such number
+_TENSOR = "attest.tensor"  # {"attest.tensor": "<name in optimizer.safetensors>"}
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -143,15 +147,44 @@ def _jsonable(value: Any, where: str) -> Any:
     )
 
 
-def _unjsonable(value: Any) -> Any:
-    """The state-dict value :func:`_jsonable` wrote ``value`` for (non-finite floats back)."""
+def _unjsonable(value: Any, tensors: Mapping[str, torch.Tensor] | None = None) -> Any:
+    """The state-dict value :func:`_jsonable` wrote ``value`` for: non-finite floats back, and
+    (given the optimizer file's ``tensors``) the tensors :func:`_lift_tensors` moved there."""
     if isinstance(value, dict):
         if value.keys() == {_NON_FINITE} and value[_NON_FINITE] in ("inf", "-inf", "nan"):
             return float(value[_NON_FINITE])
-        return {k: _unjsonable(v) for k, v in value.items()}
+        if tensors is not None and value.keys() == {_TENSOR}:
+            if value[_TENSOR] not in tensors:
+                raise FormatError(f"optimizer state names a tensor {value[_TENSOR]!r} it lacks")
+            return tensors[value[_TENSOR]]
+        return {k: _unjsonable(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
-        return [_unjsonable(v) for v in value]
+        return [_unjsonable(v, tensors) for v in value]
     return value
+
+
+def _lift_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` (non-tensor per-parameter optimizer state) with every tensor of more than one
+    element inside it moved to ``tensors`` as ``<name>#<n>`` and replaced by
+    ``{"attest.tensor": "<name>#<n>"}`` (LBFGS keeps lists of direction tensors)."""
+    import torch
+
+    count = 0
+
+    def lift(v: Any) -> Any:
+        nonlocal count
+        if isinstance(v, torch.Tensor) and v.numel() != 1:
+            key = f"{name}#{count}"
+            count += 1
+            tensors[key] = v
+            return {_TENSOR: key}
+        if isinstance(v, Mapping):
+            return {k: lift(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [lift(x) for x in v]
+        return v
+
+    return lift(value)
 
 
 def split_optimizer_state(
@@ -168,7 +201,8 @@ def split_optimizer_state(
             if isinstance(value, torch.Tensor):  # 0-d ones too (Adam's "step")
                 tensors[f"state.{name}"] = value
             else:
-                scalars[name] = _jsonable(value, f"optimizer.state[{name}]")
+                lifted = _lift_tensors(value, f"state.{name}", tensors)
+                scalars[name] = _jsonable(lifted, f"optimizer.state[{name}]")
     groups = _jsonable(list(state_dict.get("param_groups", [])), "optimizer.param_groups")
     return tensors, {"param_groups": groups, "scalars": scalars}
 
@@ -352,11 +386,13 @@ def load_state(folder: str | os.PathLike[str]) -> LoadedState:
     meta = strict_json_loads(raw, what=f"{src}/optimizer.safetensors metadata")
     state: dict[int, dict[str, Any]] = {}
     for name, tensor in flat.items():
+        if "#" in name:  # lifted from inside a value: put back where the scalars name it
+            continue
         _, pid, key = name.split(".", 2)
         state.setdefault(int(pid), {})[key] = tensor
     for name, value in meta["scalars"].items():
         pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = _unjsonable(value)
+        state.setdefault(int(pid), {})[key] = _unjsonable(value, flat)
     optimizer = {"state": state, "param_groups": _unjsonable(meta["param_groups"])}
     digests = StateDigests(
         optimizer=_optimizer_digest(flat, meta),

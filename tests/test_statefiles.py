@@ -145,3 +145,48 @@ def test_non_finite_scheduler_state_round_trips(tmp_path: Path) -> None:
     assert restored.state_dict() == plateau.state_dict()
     nan = digest_scheduler({"x": float("nan")})
     assert nan != digest_scheduler({"x": float("inf")}) != digest_scheduler({"x": float("-inf")})
+
+
+def test_tensors_nested_in_optimizer_state_round_trip(tmp_path: Path) -> None:
+    """LBFGS keeps lists of direction tensors per parameter: recording them used to stop
+    training. They are stored beside the other tensors and come back exactly, so stepping on
+    from the files matches stepping on from the live optimizer."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, history_size=3, max_iter=3)
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (model(x) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(2):
+        opt.step(closure)
+    live = opt.state_dict()
+    assert isinstance(live["state"][0]["old_dirs"], list) and live["state"][0]["old_dirs"]
+    digests = save_state(
+        tmp_path, model=model.state_dict(), optimizer=live, scheduler=None, rng=capture_rng()
+    )
+    loaded = load_state(tmp_path)
+    assert loaded.digests.optimizer == digests.optimizer == digest_optimizer(live)
+    for got, want in zip(
+        loaded.optimizer["state"][0]["old_dirs"], live["state"][0]["old_dirs"], strict=True
+    ):
+        assert torch.equal(got, want)
+
+    twin = torch.nn.Linear(4, 2)
+    twin.load_state_dict(loaded.model)
+    twin_opt = torch.optim.LBFGS(twin.parameters(), lr=0.5, history_size=3, max_iter=3)
+    twin_opt.load_state_dict(loaded.optimizer)
+
+    def twin_closure() -> torch.Tensor:
+        twin_opt.zero_grad()
+        loss = (twin(x) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    twin_opt.step(twin_closure)
+    assert torch.equal(model.weight, twin.weight)
