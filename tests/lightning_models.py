@@ -25,6 +25,14 @@ class Blobs(Dataset[tuple[int, torch.Tensor, torch.Tensor]]):
         return i, self.x[i], self.y[i]
 
 
+class NoisyBlobs(Blobs):
+    """:class:`Blobs` with random augmentation drawn from the global torch generator."""
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        j, x, y = super().__getitem__(i)
+        return j, x + 0.1 * torch.randn_like(x), y
+
+
 class TiedNorm(L.LightningModule):
     """A classifier with a BatchNorm layer (running statistics are buffers), two linear layers
     sharing one weight, AdamW and a step-wise scheduler."""

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
+import lightning_models
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -52,6 +53,7 @@ def _train(
     callbacks: Sequence[Callback] = (),
     seed: int = 11,
     validate_every: int | None = None,
+    dataset: str = "Blobs",
 ) -> Path:
     key = TrainerKey.generate()
     key.save(folder / "trainer.key")
@@ -64,11 +66,11 @@ def _train(
         state_dir=folder / "state",
         export_bundle=folder / "bundle.json",
         # A caller's config must not hide the trainer settings replay depends on.
-        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {}}},
+        config={"data": {"import_path": f"lightning_models:{dataset}", "init_args": {}}},
     )
     generator = torch.Generator().manual_seed(5) if loader_generator else None
     loader = DataLoader(
-        Blobs(), batch_size=8, shuffle=True, generator=generator
+        getattr(lightning_models, dataset)(), batch_size=8, shuffle=True, generator=generator
     )  # 5 batches an epoch: the last accumulation group of each epoch is incomplete
     validation = {} if validate_every is None else {"val_check_interval": validate_every}
     L.Trainer(
@@ -289,3 +291,20 @@ def test_a_metric_driven_scheduler_is_recorded_and_refused_by_replay_by_name(
     assert replay is not None and replay.status is Status.SKIPPED, replay
     assert "ReduceLROnPlateau" in replay.why
     assert verdict.result("scratch.update_bound").status is Status.PASS  # type: ignore[union-attr]
+
+
+def test_random_augmentation_from_the_global_generator_is_could_not_check_not_a_failure(
+    tmp_path: Path,
+) -> None:
+    """The dataset adds noise drawn from the global generator when a sample loads: training
+    drew it while the loader fetched ahead, so no kept state makes replay redraw it. An honest
+    run used to fail replay ("not from scratch"); replay now says why it cannot check, and the
+    step-0 loss is judged within the span of seeded draws."""
+    verdict = _verify(_train(tmp_path, dataset="NoisyBlobs"), tmp_path)
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.SKIPPED, replay
+    assert "random data augmentation" in replay.why
+    step0 = verdict.result("scratch.step0_loss")
+    assert step0 is not None and step0.status is Status.PASS, step0
+    assert step0.evidence["rng"].startswith("kept, but loading a sample draws from it")
+    assert verdict.outcome is not Outcome.NOT_FROM_SCRATCH

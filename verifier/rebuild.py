@@ -56,6 +56,7 @@ __all__ = [
     "build_dataset",
     "build_model",
     "collate",
+    "draws_from_global_generators",
     "import_object",
     "preserved_rng",
     "seed_everything",
@@ -120,6 +121,27 @@ def preserved_rng() -> Iterator[None]:
         random.setstate(py)
         np.random.set_state(npy)
         torch.set_rng_state(th)
+
+
+def draws_from_global_generators(dataset: Any, index: int) -> bool:
+    """Whether loading sample ``index`` draws from the global Python, numpy or torch generators
+    (random data augmentation in ``__getitem__``). Training drew those numbers while its loader
+    fetched ahead of the step, in an order replay cannot redo, so such a run is not replayable
+    exactly (an augmentation with a generator of its own, seeded per sample, is)."""
+    import numpy as np
+    import torch
+
+    with preserved_rng():
+        seed_everything(0)
+        py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        dataset[index]
+        now = np.random.get_state()
+        return (
+            random.getstate() != py
+            or not torch.equal(torch.get_rng_state(), th)
+            or now[2] != npy[2]
+            or not np.array_equal(now[1], npy[1])
+        )
 
 
 def _construct(path: str, args: Mapping[str, Any], base: type, what: str) -> Any:

@@ -33,7 +33,7 @@ from attest.errors import AttestError
 from attest.statefiles import LoadedState
 from attest.verifier.checkpoint_state import recorded_root, verified_state, verified_weights
 from attest.verifier.context import VerifyContext
-from attest.verifier.rebuild import RebuildError, preserved_rng
+from attest.verifier.rebuild import RebuildError, draws_from_global_generators, preserved_rng
 from attest.verifier.replay_engine import Engine, Outcome, run_segment
 from attest.verifier.replay_plan import DEFAULT_BUDGET, Segment, interval_scores, plan_segments
 from attest.verifier.result import Basis, CheckResult, Status
@@ -131,6 +131,14 @@ def _check(ctx: VerifyContext, count: int) -> list[CheckResult]:
     seed = ctx.replay_seed if ctx.replay_seed is not None else secrets.randbits(32)
     scores = interval_scores(ctx, intervals)
     engine = Engine(ctx)
+    first = ctx.batch_ids(0) or [0]
+    if len(engine.dataset) and draws_from_global_generators(engine.dataset, first[0]):
+        raise RebuildError(
+            "loading a sample draws from the global random generators (random data augmentation"
+            " in the dataset): training drew those numbers while its loader fetched ahead, which"
+            " replay cannot redo; give the augmentation a generator of its own, seeded per sample",
+            module=type(engine.dataset).__module__,
+        )
     env = ctx.run_start.get("environment", {})
     exact = _exact_mode(env)
     budget_steps = max(1, math.floor(budget * total))

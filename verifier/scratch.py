@@ -53,6 +53,7 @@ from attest.verifier.rebuild import (
     build_dataset,
     build_model,
     collate,
+    draws_from_global_generators,
     preserved_rng,
     seed_everything,
     step_loss,
@@ -427,9 +428,10 @@ def _recompute_step0(
     Dropout and other random layers draw from the global generators, so the loss training saw
     depends on their state when step 0 began. The state folder keeps that state
     (``rng-before-step-0.json``, else ``step-0/rng.json``): under it the forward pass draws the
-    same masks and the loss is reproduced. Without it, the loss is recomputed under
-    :data:`DRAWS` seeds; if they disagree, the forward pass is random and the check allows
-    their span around their mean instead of an exact match (``draws_span`` in the evidence).
+    same masks and the loss is reproduced. Without it — or when loading a sample draws from the
+    generators too (random augmentation, drawn while training's loader fetched ahead) — the
+    loss is recomputed under :data:`DRAWS` seeds; if they disagree, the check allows their span
+    around their mean instead of an exact match (``draws_span`` in the evidence).
     """
     folder = ctx.state_folder(0)
     rng = None if ctx.state_dir is None else load_rng_before_step(ctx.state_dir, 0)
@@ -441,7 +443,8 @@ def _recompute_step0(
         init.model.train()
         return float(step_loss(init.model, dataset, ids, recipe=recipe).item())
 
-    if isinstance(rng, dict):
+    augmented = draws_from_global_generators(dataset, ids[0])
+    if isinstance(rng, dict) and not augmented:
         restore_rng(rng)
         return loss(), {"rng": "the state step 0 started with"}
     draws = []
@@ -451,7 +454,10 @@ def _recompute_step0(
     span = max(draws) - min(draws)
     if span == 0.0:
         return draws[0], {}
-    return sum(draws) / DRAWS, {"rng": "not kept", "draws": draws, "draws_span": span}
+    kept = (
+        "kept, but loading a sample draws from it (data augmentation)" if augmented else "not kept"
+    )
+    return sum(draws) / DRAWS, {"rng": kept, "draws": draws, "draws_span": span}
 
 
 @dataclass(frozen=True)
