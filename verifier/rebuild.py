@@ -133,14 +133,15 @@ def draws_from_global_generators(dataset: Any, index: int) -> bool:
 
     with preserved_rng():
         seed_everything(0)
-        py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        py, th = random.getstate(), torch.get_rng_state()
+        npy = np.random.get_state(legacy=False)["state"]
         dataset[index]
-        now = np.random.get_state()
+        now = np.random.get_state(legacy=False)["state"]
         return (
             random.getstate() != py
             or not torch.equal(torch.get_rng_state(), th)
-            or now[2] != npy[2]
-            or not np.array_equal(now[1], npy[1])
+            or now["pos"] != npy["pos"]
+            or not np.array_equal(now["key"], npy["key"])
         )
 
 
