@@ -25,6 +25,13 @@ class Blobs(Dataset[tuple[int, torch.Tensor, torch.Tensor]]):
         return i, self.x[i], self.y[i]
 
 
+class StreamBlobs(torch.utils.data.IterableDataset[tuple[int, torch.Tensor, torch.Tensor]]):
+    """:class:`Blobs` as a stream: samples come in order and cannot be loaded by id."""
+
+    def __iter__(self) -> Any:
+        yield from (Blobs()[i] for i in range(len(Blobs())))
+
+
 class NoisyBlobs(Blobs):
     """:class:`Blobs` with random augmentation drawn from the global torch generator."""
 

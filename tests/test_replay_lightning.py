@@ -308,3 +308,12 @@ def test_random_augmentation_from_the_global_generator_is_could_not_check_not_a_
     assert step0 is not None and step0.status is Status.PASS, step0
     assert step0.evidence["rng"].startswith("kept, but loading a sample draws from it")
     assert verdict.outcome is not Outcome.NOT_FROM_SCRATCH
+
+
+def test_an_iterable_dataset_is_could_not_check_naming_the_fix() -> None:
+    """Replay and the step-0 loss load committed samples by id; a stream cannot. That is
+    "could not check", with the fix, never a crash of the scratch checks."""
+    from attest.verifier.rebuild import build_dataset
+
+    with pytest.raises(RebuildError, match=r"is an IterableDataset.*name a map-style dataset"):
+        build_dataset({"import_path": "lightning_models:StreamBlobs", "init_args": {}})

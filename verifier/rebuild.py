@@ -196,7 +196,15 @@ def build_dataset(spec: Mapping[str, Any], *, data_dir: Path | None = None) -> A
                 args[name] = str(data_dir)
                 break
     with preserved_rng():
-        return _construct(path, args, torch.utils.data.Dataset, "dataset")
+        dataset = _construct(path, args, torch.utils.data.Dataset, "dataset")
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        raise RebuildError(
+            f"{path} is an IterableDataset: the step-0 loss and replay load the committed samples"
+            " by id (dataset[i]); name a map-style dataset over the same samples in"
+            " run.start.config.data",
+            module=path.partition(":")[0],
+        )
+    return dataset
 
 
 def collate(dataset: Any, ids: Sequence[int]) -> Any:

@@ -332,8 +332,12 @@ def _step0_loss(ctx: VerifyContext, init: _Init) -> CheckResult:
         evidence["recompute"] = "skipped: declared components replace part of the re-created init"
     elif init.weights is not None and init.model is not None and isinstance(data, dict):
         ids = ctx.batch_ids(0)
-        if ids is not None:
-            dataset = build_dataset(data, data_dir=ctx.data_dir)
+        try:
+            dataset = None if ids is None else build_dataset(data, data_dir=ctx.data_dir)
+        except RebuildError as exc:  # judged on the logged loss alone, below
+            evidence["recompute"] = f"skipped: {exc.message}"
+            dataset = None
+        if ids is not None and dataset is not None:
             batch = collate(dataset, ids)
             init.model.load_state_dict(init.weights)
             init.model.train()
