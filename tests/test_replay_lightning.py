@@ -25,6 +25,7 @@ from lightning_models import (
     Dropped,
     DroppedLogits,
     ManualSteps,
+    ManualWarmup,
     NAdamModel,
     Plateau,
     RmsProp,
@@ -317,3 +318,13 @@ def test_an_iterable_dataset_is_could_not_check_naming_the_fix() -> None:
 
     with pytest.raises(RebuildError, match=r"is an IterableDataset.*name a map-style dataset"):
         build_dataset({"import_path": "lightning_models:StreamBlobs", "init_args": {}})
+
+
+def test_a_learning_rate_set_in_optimizer_step_is_replayed_from_the_log(tmp_path: Path) -> None:
+    """Warm-up written in ``optimizer_step`` (no scheduler to rebuild): replay used to step at
+    the configured rate and diverge at step 1 of an honest run."""
+    verdict = _verify(_train(tmp_path, model_class=ManualWarmup), tmp_path)
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    assert replay.evidence["tolerance"]["mode"] == "exact"
+    assert verdict.outcome is Outcome.VERIFIED, verdict.summary

@@ -9,7 +9,9 @@ loss of the step and its backward pass (:func:`~attest.verifier.rebuild.step_los
 by micro-batch under gradient accumulation), gradient clipping when
 ``run.start.config`` names ``gradient_clip_val`` (top level or under ``"trainer"``), optimizer
 step, scheduler step for ``interval="step"`` (``"epoch"`` at an epoch boundary of the committed
-order). Batches are the committed sample ids, whose digest must equal the logged one.
+order). Batches are the committed sample ids, whose digest must equal the logged one. A model
+that overrides ``optimizer_step`` may set the learning rate there (Lightning's warm-up recipe):
+replay then sets each step's rate from the log (the first group's; the others in proportion).
 
 Before step ``s`` the generators are set from ``state_dir/rng-before-step-<s>.json`` when the
 callback kept one: at an epoch's start (a loader without its own generator draws from the global
@@ -74,6 +76,9 @@ class Engine:
         )
         self.recipe = StepRecipe.of_run(config, ctx.data_manifest)
         self.rows = {r.step: r for r in ctx.steps()}
+        # A model that overrides optimizer_step may set the learning rate itself (Lightning's
+        # documented warm-up recipe does): replay then takes each step's rate from the log.
+        self.lr_from_log = _overrides_optimizer_step(self.model)
         self.epochs = {s.start: s.epoch for s in ctx.schedule.segments}
         self.rng_steps = frozenset() if ctx.state_dir is None else rng_steps(ctx.state_dir)
 
@@ -114,6 +119,8 @@ class Engine:
                 torch.nn.utils.clip_grad_value_(params, float(self.clip))
             else:
                 torch.nn.utils.clip_grad_norm_(params, float(self.clip))
+        if self.lr_from_log:
+            _set_lr(self.opt, row.lr)
         self.opt.step()
         if self.sched is not None:
             boundary = (step + 1) in self.epochs  # a new epoch's order starts there
@@ -171,6 +178,26 @@ def _optimizers(model: Any) -> tuple[Any, Any, str, int]:
             module=type(model).__module__,
         )
     return out, sched, interval, freq
+
+
+def _overrides_optimizer_step(model: Any) -> bool:
+    """Whether a class between ``model``'s own and Lightning's defines ``optimizer_step``."""
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith(("lightning.", "pytorch_lightning.")):
+            return False
+        if "optimizer_step" in vars(cls):
+            return True
+    return False
+
+
+def _set_lr(optimizer: Any, lr: float) -> None:
+    """Give the first parameter group the logged rate ``lr`` and the others the same rate times
+    their ratio to the first (the log records the first group's rate only)."""
+    groups = optimizer.param_groups
+    first = float(groups[0]["lr"])
+    for group in groups[1:]:
+        group["lr"] = lr * float(group["lr"]) / first if first else lr
+    groups[0]["lr"] = lr
 
 
 @dataclass
