@@ -16,19 +16,18 @@ Holm and Fisher at the policy's ``statistics.alpha`` (default 0.01), and no eige
 Marchenko–Pastur edge (:mod:`attest.verifier.initstats`). A constructor that quietly loads
 trained weights passes ``init_recreated`` (the seed reproduces it) and fails here.
 
-``scratch.step0_loss`` (statistical) — a fresh init predicts no better than chance. Without a
-recomputation, the logged loss of step 0 must be at least ``ln V − max(0.1·ln V, 0.5)`` (``V``
-from ``init_args.vocab_size``; the 0.5 nats because one small batch of a few classes strays
-further than 0.1·ln V). With the init weights and the dataset (``run.start.config.data``),
-batch 0 is re-run instead: the recomputed
-loss must equal the logged one (within 1e-3 relative: float32 on other hardware; under the RNG
-state step 0 started with, so dropout draws the same masks, or, when the run kept none, within
-the span of 8 seeded draws of a random forward pass), and must not
-sit below the loss the same logits give a uniformly random label, ``U = mean(logsumexp(z) −
-mean(z))`` (≈ ln V + s²/2 for logit spread ``s``), by more than ``0.1·ln V + s``, nor by more
-than :data:`STEP0_Z` standard errors of ``d = mean(z) − z[y]`` over the batch's label positions
-(logits that know nothing of the labels give ``d`` mean zero, whatever ``V`` and the class
-balance). A warm start sits near its parent's converged loss, far below all of these.
+``scratch.step0_loss`` (statistical) — a fresh init predicts no better than chance. With the
+init weights and the dataset (``run.start.config.data``), batch 0 is re-run: the recomputed loss
+must equal the logged one (within 1e-3 relative: float32 on other hardware), under the RNG state
+step 0 began with so that dropout draws the same masks (when the run kept none, or the dataset
+draws random augmentation, within the span of 8 seeded draws). It must not sit below the loss
+the same logits give a uniformly random label, ``U = mean(logsumexp(z) − mean(z))`` (≈ ln V +
+s²/2 for logit spread ``s``), by more than ``0.1·ln V + s``, nor by more than :data:`STEP0_Z`
+standard errors of ``d = mean(z) − z[y]`` over the batch's label positions (logits that know
+nothing of the labels give ``d`` mean zero, whatever ``V`` and the class balance). Without a
+recomputation (or logits), the logged loss must be at least ``ln V − max(0.1·ln V, 0.5)``
+(``V`` from ``init_args.vocab_size``; 0.5 nats because one small batch of a few classes strays
+further than 0.1·ln V). A warm start sits near its parent's converged loss, far below these.
 
 ``scratch.update_bound`` — see :mod:`attest.verifier.updatebound`.
 """
@@ -64,7 +63,14 @@ from attest.verifier.updatebound import check_update_bound
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LOSS_MATCH", "STEP0_MARGIN", "check_from_scratch"]
+__all__ = [
+    "DRAWS",
+    "LOSS_MATCH",
+    "STEP0_MARGIN",
+    "STEP0_MIN_MARGIN",
+    "STEP0_Z",
+    "check_from_scratch",
+]
 
 STEP0_MARGIN = 0.1  # fraction of ln V a fresh init's step-0 loss may sit below chance
 STEP0_MIN_MARGIN = 0.5  # nats: one small batch of a few classes strays further than 0.1·ln V

@@ -12,8 +12,9 @@ recursion. RMSprop (not centred) and Adagrad normalise each coordinate too:
 ``v_t ≥ (1−α)g_t²`` bounds RMSprop's normalised gradient by ``1/√(1−α)`` (times the momentum
 sum ``Σ μ^k``), and ``Σ g² ≥ g_t²`` bounds Adagrad's by 1, so they take the per-coordinate rule
 with those constants. Other optimizers (NAdam, RAdam, Adamax, centred RMSprop, …) step by other
-rules: the check is skipped for them rather than judged by a bound that does not hold. The RMS movement per tensor over ``Σ lr`` is reported; above 1.5 (faster than Adam
-moves in practice) it is a warning.
+rules: the check is skipped for them rather than judged by a bound that does not hold. The RMS
+movement per tensor over ``Σ lr`` is reported; for Adam, above 1.5 (faster than Adam moves in
+practice) it is a warning.
 """
 
 from __future__ import annotations
