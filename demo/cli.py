@@ -136,6 +136,7 @@ def demo(
         policy=Policy.load(out / "policy.json"),
         model=result.model,
         state_dir=result.state_dir,
+        data_dir=result.data_dir,
         replay=replay,
         replay_seed=SEED,
         parent=Path(parent.bundle) if parent else None,
@@ -152,7 +153,7 @@ def demo(
         f"  MLflow:  run `attest serve --data {out / 'server'}` and open http://127.0.0.1:8080/ "
         f"(experiment 'attest', run '{result.run}'; the attest page is /runs/{result.run})\n"
         f"\n  verify again: attest verify {out / 'bundle.json'} --model {result.model} "
-        f"--policy {out / 'policy.json'} --state-dir {result.state_dir}"
+        f"--policy {out / 'policy.json'} --state-dir {result.state_dir} --data {result.data_dir}"
     )
     sys.exit(verdict.exit_code)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CharDataset", "demo_text"]
+__all__ = ["TEXT_FILE", "CharDataset", "demo_text", "write_demo_text"]
+
+TEXT_FILE = "demo-text.txt"
 
 _SUBJECTS = ["the model", "a verifier", "the regulator", "our team", "the log", "every record"]
 _VERBS = ["checks", "signs", "commits", "replays", "records", "proves", "hashes", "compares"]
@@ -27,6 +30,14 @@ _OBJECTS = [
     "the signed tree head",
 ]
 _TAILS = ["", " before training", " at every step", " offline", " from scratch", " in public"]
+
+
+def write_demo_text(folder: Path, *, sentences: int = 4000, seed: int = 1234) -> Path:
+    """Write :func:`demo_text` to ``folder/demo-text.txt`` (the demo's one data shard)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TEXT_FILE
+    path.write_text(demo_text(sentences=sentences, seed=seed), encoding="utf-8")
+    return path
 
 
 def demo_text(*, sentences: int = 4000, seed: int = 1234) -> str:
@@ -45,8 +56,20 @@ class CharDataset(Dataset[tuple[int, torch.Tensor, torch.Tensor]]):
     Returning the index lets the lineage callback record exactly which samples each batch held.
     """
 
-    def __init__(self, *, sentences: int = 4000, seed: int = 1234, block_size: int = 32) -> None:
-        text = demo_text(sentences=sentences, seed=seed)
+    def __init__(
+        self,
+        *,
+        sentences: int = 4000,
+        seed: int = 1234,
+        block_size: int = 32,
+        data_dir: str | None = None,
+    ) -> None:
+        """With ``data_dir`` the text is read from ``<data_dir>/demo-text.txt`` (the file a demo
+        run declares in its data manifest; a verifier passes ``--data``), else generated."""
+        if data_dir is not None:
+            text = (Path(data_dir) / TEXT_FILE).read_text(encoding="utf-8")
+        else:
+            text = demo_text(sentences=sentences, seed=seed)
         self.chars = sorted(set(text))
         self.vocab_size = len(self.chars)
         index = {c: i for i, c in enumerate(self.chars)}

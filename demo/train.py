@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from attest.callbacks import LineageCallback
 from attest.callbacks.info import Component, DatasetInfo, Parent
-from attest.demo.data import CharDataset
+from attest.demo.data import CharDataset, write_demo_text
 from attest.demo.model import TinyGPT
 from attest.keys import TrainerKey
 
@@ -46,6 +46,7 @@ class DemoRun:
     bundle: Path
     model: Path
     state_dir: Path
+    data_dir: Path  # the data shard the run declared (demo-text.txt)
     final_root: str
 
 
@@ -109,7 +110,9 @@ def train_run(
     """Train one attested run and leave its bundle, final weights and replay state under ``out``."""
     _quiet()
     out.mkdir(parents=True, exist_ok=True)
-    ds = _dataset()
+    data_dir = out / "data"
+    text = write_demo_text(data_dir, sentences=DATA_ARGS["sentences"], seed=DATA_ARGS["seed"])
+    ds = CharDataset(**DATA_ARGS, data_dir=str(data_dir))  # the declared file is what trains
     L.seed_everything(seed, verbose=False)
     model = TinyGPT(ds.vocab_size, lr=lr, **MODEL_ARGS)
     if overwrite is not None:
@@ -127,7 +130,7 @@ def train_run(
         spool_dir=out / "spool",
         components=components,
         parent=parent,
-        dataset=DatasetInfo("attest-demo-text", len(ds), ds.fingerprint),
+        dataset=DatasetInfo.of_files("attest-demo-text", [text], size=len(ds)),
         export_bundle=out / "bundle.json",
         config={
             "data": {"import_path": "attest.demo.data:CharDataset", "init_args": DATA_ARGS},
@@ -142,4 +145,4 @@ def train_run(
     from attest.digest import digest_state_dict
 
     root = digest_state_dict(model.state_dict()).hex
-    return DemoRun(run, out / "bundle.json", model_path, out / "state", root)
+    return DemoRun(run, out / "bundle.json", model_path, out / "state", data_dir, root)

@@ -80,7 +80,8 @@ def check_data_files(ctx: VerifyContext, report: Reporter) -> CheckResult:
     return report(
         "pass",
         CHECK_ID,
-        f"{len(shards)} data files ({total:,} bytes) in {ctx.data_dir} match the manifest",
+        f"{len(shards)} data file{'s' if len(shards) != 1 else ''} ({total:,} bytes) in"
+        f" {ctx.data_dir} {'match' if len(shards) != 1 else 'matches'} the manifest",
         files=len(shards),
         bytes=total,
     )

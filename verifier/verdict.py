@@ -55,8 +55,9 @@ LIMITS = (
     "policy's alpha; they support, they do not prove.",
     "Replay re-executes only the segments it ran; other steps are covered by the checkpoint "
     "chain and the update bounds, not by re-execution.",
-    "Without --data the committed batches are checked as sample ids only; the sample contents "
-    "are tied to the manifest's fingerprint, which the verifier cannot open.",
+    "Without --data, or when the manifest names its data by fingerprint alone, the committed "
+    "batches are checked as sample ids only: the verifier cannot open the declared files to see "
+    "what the samples held.",
 )
 
 _TAMPER_FAMILIES = ("integrity", "chain")
