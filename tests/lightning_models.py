@@ -155,6 +155,13 @@ class Plateau(TiedNorm):
         }
 
 
+class RAdamModel(TiedNorm):
+    """:class:`TiedNorm` on RAdam (unrectified first steps: no per-coordinate bound)."""
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.RAdam(self.parameters(), lr=0.05)
+
+
 class ManualWarmup(TiedNorm):
     """:class:`TiedNorm` warming its learning rate up in ``optimizer_step``, the recipe
     Lightning documents for that hook."""

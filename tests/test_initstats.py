@@ -17,7 +17,12 @@ from attest.verifier.initstats import (
     marchenko_pastur,
     tail_index,
 )
-from attest.verifier.updatebound import adam_step_bound, rmsprop_step_bound
+from attest.verifier.updatebound import (
+    adam_step_bound,
+    adamax_step_bound,
+    nadam_step_bound,
+    rmsprop_step_bound,
+)
 
 
 def _seeded(seed: int) -> None:
@@ -200,3 +205,26 @@ def test_rmsprop_and_adagrad_step_bounds_hold_for_adversarial_gradients(momentum
                 1 + 1e-5
             )
             assert abs(float(q.detach()) - before_q) <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_nadam_and_adamax_step_bounds_hold_for_adversarial_gradients(decoupled: bool) -> None:
+    """Growing gradients, a spike after silence, alternating signs: no step of torch's NAdam
+    or Adamax passes lr times its bound (NAdam with its default momentum decay)."""
+    spikes = [0.0] * 50 + [1.0] + [0.0] * 20
+    growing = [(0.999 / 0.9) ** t for t in range(300)]
+    for grads in (growing, spikes, [(-1.0) ** t * 3 for t in range(100)]):
+        p, q = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+        nadam = torch.optim.NAdam([p], lr=1.0, eps=1e-30, decoupled_weight_decay=decoupled)
+        adamax = torch.optim.Adamax([q], lr=1.0, eps=1e-30)
+        for t, g in enumerate(grads, start=1):
+            before_p, before_q = float(p.detach()), float(q.detach())
+            p.grad, q.grad = torch.tensor([g]), torch.tensor([g])
+            nadam.step()
+            adamax.step()
+            assert abs(float(p.detach()) - before_p) <= nadam_step_bound(t, 0.9, 0.999, 0.004) * (
+                1 + 1e-5
+            )
+            assert abs(float(q.detach()) - before_q) <= adamax_step_bound(t, 0.9, 0.999) * (
+                1 + 1e-5
+            )

@@ -158,9 +158,9 @@ def test_update_bounds_apply_only_to_the_optimizers_they_were_derived_for() -> N
         "Adam": "adam",
         "AdamW": "adam",
         "SGD": "sgd",
-        "NAdam": None,
+        "NAdam": "nadam",
         "RAdam": None,
-        "Adamax": None,
+        "Adamax": "adamax",
         "RMSprop": "rmsprop",
         "Adagrad": "adagrad",
     }

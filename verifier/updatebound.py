@@ -11,8 +11,10 @@ coordinate past it is a jump no Adam trajectory can make. For SGD the whole-mode
 recursion. RMSprop (not centred) and Adagrad normalise each coordinate too:
 ``v_t ≥ (1−α)g_t²`` bounds RMSprop's normalised gradient by ``1/√(1−α)`` (times the momentum
 sum ``Σ μ^k``), and ``Σ g² ≥ g_t²`` bounds Adagrad's by 1, so they take the per-coordinate rule
-with those constants. Other optimizers (NAdam, RAdam, Adamax, centred RMSprop, …) step by other
-rules: the check is skipped for them rather than judged by a bound that does not hold. The RMS
+with those constants; NAdam and Adamax have per-coordinate bounds of the same kind
+(:func:`nadam_step_bound`, :func:`adamax_step_bound`). Other optimizers (RAdam, centred
+RMSprop, Lion, …) step by other rules: the check is skipped for them rather than judged by a
+bound that does not hold. The RMS
 movement per tensor over ``Σ lr`` is reported; for Adam, above 1.5 (faster than Adam moves in
 practice) it is a warning.
 """
@@ -31,9 +33,22 @@ from attest.verifier.result import Basis, CheckResult, Status
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["UPDATE_WARN", "adam_step_bound", "check_update_bound", "rmsprop_step_bound"]
+__all__ = [
+    "UPDATE_WARN",
+    "adam_step_bound",
+    "adamax_step_bound",
+    "check_update_bound",
+    "nadam_step_bound",
+    "rmsprop_step_bound",
+]
 
-_NAMES = {"adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+_NAMES = {
+    "adam": "Adam",
+    "nadam": "NAdam",
+    "adamax": "Adamax",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+}
 UPDATE_WARN = 1.5  # RMS |Δθ| / Σ lr above which a tensor moved faster than Adam normally does
 _ROUNDING = 1e-6  # float32 rounding allowance per unit of |θ| and step
 _TITLE = "Updates between checkpoints within what the learning rates allow"
@@ -102,7 +117,7 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
         ]
         report: dict[str, Any] = {"from": a, "to": b, "sum_lr": sum(lrs)}
         kind = _kind(groups)
-        if kind in ("adam", "rmsprop", "adagrad"):
+        if kind in _NAMES:
             worst, rms = _per_coordinate_interval(
                 kind, groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names}
             )
@@ -166,13 +181,21 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
 
 def _kind(groups: list[Mapping[str, Any]]) -> str | None:
     """Which bound applies, told apart by the hyperparameters each torch optimizer keeps in its
-    parameter groups: ``"adam"`` (Adam, AdamW, amsgrad or not), ``"rmsprop"`` (not centred),
-    ``"adagrad"``, ``"sgd"`` (with or without momentum and Nesterov), or ``None``. Optimizers
-    that keep ``betas`` or ``momentum`` too but step by other rules (NAdam, RAdam, Adamax,
-    centred RMSprop, …) get no bound rather than a wrong one."""
+    parameter groups: ``"adam"`` (Adam, AdamW, amsgrad or not), ``"nadam"``, ``"adamax"``,
+    ``"rmsprop"`` (not centred), ``"adagrad"``, ``"sgd"`` (with or without momentum and
+    Nesterov), or ``None``. Optimizers that keep ``betas`` or ``momentum`` too but step by other
+    rules (RAdam, centred RMSprop, Lion, …) get no bound rather than a wrong one."""
     keys = set(groups[0])
     if {"betas", "amsgrad"} <= keys and not keys & {"momentum_decay", "alpha"}:
         return "adam"
+    if {"betas", "momentum_decay"} <= keys:
+        return "nadam"
+    if {"betas", "eps", "capturable"} <= keys and not keys & {
+        "amsgrad",
+        "decoupled_weight_decay",
+        "alpha",
+    }:
+        return "adamax"
     if {"alpha", "centered", "momentum"} <= keys and not any(g["centered"] for g in groups):
         return "rmsprop"
     if {"lr_decay", "initial_accumulator_value"} <= keys:
@@ -180,6 +203,54 @@ def _kind(groups: list[Mapping[str, Any]]) -> str | None:
     if {"momentum", "dampening", "nesterov"} <= keys and not keys & {"alpha", "betas"}:
         return "sgd"
     return None
+
+
+def nadam_step_bound(
+    t: int, beta1: float, beta2: float, momentum_decay: float, *, product: float | None = None
+) -> float:
+    """Largest per-coordinate step of NAdam at step ``t ≥ 1`` over ``lr`` (torch's update: a
+    gradient term and a momentum term over ``√(v_t/(1−β₂ᵗ))``, with momentum coefficients
+    ``μ_t = β₁(1 − 0.96^(tψ)/2)``). ``v_t ≥ (1−β₂)g_t²`` bounds the first term's ratio and
+    Cauchy–Schwarz the second's, as for Adam. ``product`` is ``μ_1⋯μ_t`` when the caller keeps
+    it (computed here otherwise)."""
+
+    def mu(i: int) -> float:
+        return beta1 * (1 - 0.5 * 0.96 ** (i * momentum_decay))
+
+    if product is None:
+        product = math.prod(mu(i) for i in range(1, t + 1))
+    gamma = beta1 * beta1 / beta2
+    series = t if abs(1 - gamma) < 1e-12 else (1 - gamma**t) / (1 - gamma)
+    unbias = math.sqrt((1 - beta2**t) / (1 - beta2))
+    grad_term = (1 - mu(t)) / (1 - product) * unbias
+    momentum_term = mu(t + 1) / (1 - product * mu(t + 1)) * unbias * (1 - beta1) * math.sqrt(series)
+    return grad_term + momentum_term
+
+
+class _NAdamBound:
+    """:func:`nadam_step_bound` for steps asked in increasing order, keeping ``μ_1⋯μ_t``."""
+
+    def __init__(self, beta1: float, beta2: float, momentum_decay: float) -> None:
+        self.args = (beta1, beta2, momentum_decay)
+        self.t, self.product = 0, 1.0
+
+    def __call__(self, t: int) -> float:
+        beta1, beta2, psi = self.args
+        if t < self.t:
+            self.t, self.product = 0, 1.0
+        while self.t < t:
+            self.t += 1
+            self.product *= beta1 * (1 - 0.5 * 0.96 ** (self.t * psi))
+        return nadam_step_bound(t, beta1, beta2, psi, product=self.product)
+
+
+def adamax_step_bound(t: int, beta1: float, beta2: float) -> float:
+    """Largest per-coordinate step of Adamax at step ``t ≥ 1`` over ``lr``: its infinity norm
+    ``u_t ≥ β₂^(t−k)|g_k|`` for every earlier ``k``, so ``|m_t|/u_t ≤ (1−β₁)Σ(β₁/β₂)^j``,
+    divided by the bias correction ``1 − β₁ᵗ``."""
+    ratio = beta1 / beta2
+    series = t if abs(1 - ratio) < 1e-12 else (1 - ratio**t) / (1 - ratio)
+    return (1 - beta1) / (1 - beta1**t) * series
 
 
 def rmsprop_step_bound(t: int, alpha: float, momentum: float) -> float:
@@ -198,6 +269,13 @@ def _step_bound(kind: str, groups: list[dict[str, Any]]) -> Callable[[int], floa
         beta1 = max(float(g["betas"][0]) for g in groups)
         beta2 = min(float(g["betas"][1]) for g in groups)
         return lambda t: adam_step_bound(t, beta1, beta2)
+    if kind in ("nadam", "adamax"):
+        pairs = [(float(g["betas"][0]), float(g["betas"][1])) for g in groups]
+        if kind == "adamax":
+            return lambda t: max(adamax_step_bound(t, b1, b2) for b1, b2 in pairs)
+        decays = [float(g["momentum_decay"]) for g in groups]
+        bounds = [_NAdamBound(b1, b2, psi) for (b1, b2), psi in zip(pairs, decays, strict=True)]
+        return lambda t: max(bound(t) for bound in bounds)
     if kind == "rmsprop":
         alpha = max(float(g["alpha"]) for g in groups)
         mu = max(float(g.get("momentum", 0.0)) for g in groups)
@@ -222,7 +300,9 @@ def _per_coordinate_interval(
     # Coupled decay (Adam, RMSprop, Adagrad) goes through the gradient, which the step bound
     # already covers; decoupled decay (AdamW, or an Adam group that does not say) shrinks θ by
     # lr·wd·θ per step on top.
-    coupled = kind != "adam" or all(g.get("decoupled_weight_decay") is False for g in groups)
+    coupled = kind in ("rmsprop", "adagrad", "adamax") or all(
+        g.get("decoupled_weight_decay") is False for g in groups
+    )
     move = sum(lr * scale * bound(a + i + 1) for i, lr in enumerate(lrs))
     decay = 0.0 if coupled else sum(lrs) * scale * wd
     worst = ("", 0.0)
