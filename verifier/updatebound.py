@@ -215,7 +215,7 @@ def nadam_step_bound(
     it (computed here otherwise)."""
 
     def mu(i: int) -> float:
-        return beta1 * (1 - 0.5 * 0.96 ** (i * momentum_decay))
+        return beta1 * (1 - 0.5 * math.pow(0.96, i * momentum_decay))
 
     if product is None:
         product = math.prod(mu(i) for i in range(1, t + 1))
@@ -240,7 +240,7 @@ class _NAdamBound:
             self.t, self.product = 0, 1.0
         while self.t < t:
             self.t += 1
-            self.product *= beta1 * (1 - 0.5 * 0.96 ** (self.t * psi))
+            self.product *= beta1 * (1 - 0.5 * math.pow(0.96, self.t * psi))
         return nadam_step_bound(t, beta1, beta2, psi, product=self.product)
 
 
