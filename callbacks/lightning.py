@@ -99,7 +99,9 @@ class LineageCallback(Callback):
         self._resume_state: dict[str, Any] | None = None
         self._reset_step()
         self._seen_step = 0
-        self._validated = False  # a validation run happened since the last training step
+        # Something outside the training steps moved the global generators since the last step
+        # (a validation run, or a new process resuming the run): keep the next step's state.
+        self._rng_moved = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -146,6 +148,7 @@ class LineageCallback(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._seen_step = trainer.global_step  # restored by now on a resume
         self._reset_step()
+        self._rng_moved = True  # a resumed run's first batch need not be an epoch's first
         rec = self.recorder
         if self.ids_from == "sampler" and not isinstance(
             getattr(trainer.train_dataloader, "batch_sampler", None), RecordingBatchSampler
@@ -181,16 +184,16 @@ class LineageCallback(Callback):
             return
         if batch_idx == 0:
             self.recorder.epoch_started()
-        elif self._validated:
+        elif self._rng_moved:
             self.recorder.generators_moved()
-        self._validated = False
+        self._rng_moved = False
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # A validation run between two training steps draws from the global generators (its
         # loader's seed, random layers it runs): the next step's state must be kept for replay.
         if not trainer.sanity_checking:
-            self._validated = True
+            self._rng_moved = True
 
     @override
     def on_before_optimizer_step(

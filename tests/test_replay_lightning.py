@@ -18,7 +18,7 @@ import lightning as L
 import lightning_models
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_models import (
     AdaGrad,
     Blobs,
@@ -333,4 +333,53 @@ def test_a_learning_rate_set_in_optimizer_step_is_replayed_from_the_log(tmp_path
     replay = verdict.result("replay.segments")
     assert replay is not None and replay.status is Status.PASS, replay
     assert replay.evidence["tolerance"]["mode"] == "exact"
+    assert verdict.outcome is Outcome.VERIFIED, verdict.summary
+
+
+def test_a_finished_run_extended_from_a_checkpoint_verifies_and_replays(tmp_path: Path) -> None:
+    """Train 6 steps (the run ends), then continue from Lightning's step-6 checkpoint to 12 in a
+    new process: one log with two run.end records, the first followed by the run.resume that
+    extends the run. The resumed process's generators are not the first one's, so with dropout
+    replay needs the state its first batch began with (that batch is not an epoch's first)."""
+    key = TrainerKey.generate()
+    key.save(tmp_path / "trainer.key")
+
+    def fit(steps: int, ckpt: str | None = None) -> None:
+        L.seed_everything(11)
+        callback = LineageCallback(
+            key=tmp_path / "trainer.key",
+            destination=tmp_path / "log",
+            run="extended",
+            checkpoint_every=3,
+            state_dir=tmp_path / "state",
+            spool_dir=tmp_path / "spool",
+            export_bundle=tmp_path / "bundle.json",
+            config={"data": {"import_path": "lightning_models:Blobs", "init_args": {}}},
+        )
+        saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+        loader = DataLoader(
+            Blobs(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
+        )
+        L.Trainer(
+            max_steps=steps,
+            callbacks=[callback, saver],
+            deterministic=True,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(Dropped(), loader, ckpt_path=ckpt)
+
+    fit(6)
+    fit(12, str(next((tmp_path / "ckpt").glob("*step=6*.ckpt"))))
+    types = [
+        json.loads(base64.b64decode(r["payload"]))["type"]
+        for r in json.loads((tmp_path / "bundle.json").read_text())["records"]
+    ]
+    assert types.count("run.end") == 2 and types[types.index("run.end") + 1] == "run.resume"
+    verdict = _verify(tmp_path / "bundle.json", tmp_path)
+    assert verdict.result("integrity.structure").status is Status.PASS  # type: ignore[union-attr]
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    assert replay.evidence["steps_replayed"] == replay.evidence["training_steps"] == 12
     assert verdict.outcome is Outcome.VERIFIED, verdict.summary

@@ -364,3 +364,23 @@ def test_honest_runs_over_twenty_seeds_pass_integrity_and_chain(tmp_path: Path) 
         for r in verdict.results:
             if r.id.split(".")[0] in ("integrity", "chain", "components"):
                 assert r.status is Status.PASS, (seed, r.id, r.why)
+
+
+def test_a_run_end_in_the_middle_of_the_log_fails_structure(honest: Sealed, tmp_path: Path) -> None:
+    """Only a run.end directly followed by the run.resume that extends the run may precede the
+    last record; one dropped in among the steps is refused."""
+    facts = honest.facts.copy()
+    [end] = facts.bodies("run.end")
+    middle = next(i for i, (t, _) in enumerate(facts.entries) if t == "train.steps")
+    facts.entries.insert(middle + 1, ("run.end", dict(end)))
+    sealed = seal(
+        facts, tmp_path / "sealed", trainer_key=honest.trainer_key, server_key=honest.server_key
+    )
+    verdict = _verify(sealed)
+    _fails(verdict, "integrity.structure")
+    assert (
+        "neither closes the log nor is followed by the run.resume"
+        in verdict.result(  # type: ignore[union-attr]
+            "integrity.structure"
+        ).why
+    )

@@ -172,9 +172,10 @@ class VerifyContext:
 
     @property
     def run_end(self) -> Mapping[str, Any] | None:
-        """The ``run.end`` body, or ``None`` for a run that has not ended."""
+        """The last ``run.end`` body (a run extended after it ended has an earlier one), or
+        ``None`` for a run that has not ended."""
         found = self._by_type.get("run.end", [])
-        return found[0].body if found else None
+        return found[-1].body if found else None
 
     @property
     def data_manifest(self) -> Mapping[str, Any] | None:

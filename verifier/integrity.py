@@ -3,7 +3,9 @@
 docs/verifying.md §1. Every check here is cryptographic (``Basis.CRYPTOGRAPHIC``) and needs only
 the bundle and the policy's keys:
 
-``integrity.structure``   one run; ``run.start`` first, one ``weights.init``, ``run.end`` last
+``integrity.structure``   one run; ``run.start`` first, one ``weights.init``, ``run.end`` last (an
+                          earlier ``run.end`` only directly before the ``run.resume`` that
+                          extended the finished run)
 ``integrity.signatures``  every record is a DSSE envelope signed by the policy's trainer key
 ``integrity.seq``         record *i* has ``seq`` *i* (no gap, repeat or reordering)
 ``integrity.hash_chain``  each ``prev`` is the SHA-256 of the previous record (records.py)
@@ -39,6 +41,7 @@ a signature).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 from typing import Any
 
@@ -159,21 +162,30 @@ def _structure(ctx: VerifyContext) -> CheckResult:
             return _r(
                 "fail", cid, f"the log must hold exactly one {t} record", expected=1, got=counts[t]
             )
-    if counts["run.end"] > 1 or (counts["run.end"] == 1 and recs[-1].type != "run.end"):
+    if recs[-1].type != "run.end":
         return _r(
             "fail",
             cid,
-            "run.end must be the log's last record, once",
-            expected="run.end last",
-            got=f"{recs[-1].type} last, {counts['run.end']} run.end",
-        )
-    if counts["run.end"] == 0:
-        return _r(
-            "fail",
-            cid,
-            "the run has no run.end record: the log is unfinished or truncated",
+            "the log does not close with run.end: the run is unfinished or the log truncated",
             expected="run.end last",
             got=recs[-1].type,
+        )
+    # A finished run may be extended from one of its checkpoints (training continued with a
+    # higher max_steps): the run.end it had is then followed by the run.resume that extends it,
+    # and the last run.end is the run's end.
+    early = [
+        i
+        for i, (r, nxt) in enumerate(itertools.pairwise(recs))
+        if r.type == "run.end" and nxt.type != "run.resume"
+    ]
+    if early:
+        return _r(
+            "fail",
+            cid,
+            f"the run.end at position {early[0]} neither closes the log nor is followed by the"
+            " run.resume that extends the run",
+            expected="run.resume next",
+            got=recs[early[0] + 1].type,
         )
     return _r(
         "pass",
