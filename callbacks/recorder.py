@@ -309,7 +309,8 @@ class Recorder:
     def generators_moved(self) -> None:
         """Keep the generator state the next step starts from, when code outside the training
         steps drew from the global generators since the last one — a validation run between
-        two steps does (starting its data loader draws a seed). Call it just before that step;
+        two steps does (starting its data loader draws a seed) — or when this process resumed
+        the run (its generators are not the first process's). Call it just before that step;
         replay restores the state there. Nothing happens without ``state_dir``."""
         if self.state_dir is None or self.state is None:
             return

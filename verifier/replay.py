@@ -131,8 +131,8 @@ def _check(ctx: VerifyContext, count: int) -> list[CheckResult]:
     seed = ctx.replay_seed if ctx.replay_seed is not None else secrets.randbits(32)
     scores = interval_scores(ctx, intervals)
     engine = Engine(ctx)
-    first = ctx.batch_ids(0) or [0]
-    if len(engine.dataset) and draws_from_global_generators(engine.dataset, first[0]):
+    first = ctx.batch_ids(0)
+    if first and draws_from_global_generators(engine.dataset, first[0]):
         raise RebuildError(
             "loading a sample draws from the global random generators (random data augmentation"
             " in the dataset): training drew those numbers while its loader fetched ahead, which"

@@ -15,8 +15,9 @@ replay then sets each step's rate from the log (the first group's; the others in
 
 Before step ``s`` the generators are set from ``state_dir/rng-before-step-<s>.json`` when the
 callback kept one: at an epoch's start (a loader without its own generator draws from the global
-one there) and after a validation run between two steps (its loader draws a seed too). A model
-with random layers (dropout) would otherwise draw other masks in replay than in training.
+one there), after a validation run between two steps (its loader draws a seed too) and at a
+resumed process's first step. A model with random layers (dropout) would otherwise draw other
+masks in replay than in training.
 
 :func:`run_segment` loads a verified checkpoint state into the :class:`Engine` and runs one
 :class:`~attest.verifier.replay_plan.Segment`, stopping at the first step whose batch cannot be
