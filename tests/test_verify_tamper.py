@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from tamper import attacks
-from tamper.honest import RunConfig, Sealed, honest_run, policy_for, seal, train
+from tamper.honest import Facts, RunConfig, Sealed, honest_run, policy_for, seal, train
 
 from attest.keys import TrainerKey
 from attest.verifier import Outcome, Verdict, verify_bundle
@@ -30,10 +30,18 @@ def _verify(sealed: Sealed, bundle: Path | None = None, **kw: object) -> Verdict
     return verify_bundle(bundle or sealed.bundle_path, policy=policy, **kw)  # type: ignore[arg-type]
 
 
-def _fails(verdict: Verdict, check_id: str) -> None:
+def _fails(verdict: Verdict, check_id: str, why: str = "") -> None:
     result = verdict.result(check_id)
     assert result is not None, f"{check_id} did not run: {[r.id for r in verdict.results]}"
     assert result.status is Status.FAIL, f"{check_id}: {result.status} {result.why}"
+    assert why in result.why
+
+
+def _resealed(honest: Sealed, facts: Facts, folder: Path) -> Sealed:
+    """``facts`` signed and logged again with the honest run's keys (the trainer's own forgery)."""
+    return seal(
+        facts, folder / "sealed", trainer_key=honest.trainer_key, server_key=honest.server_key
+    )
 
 
 def test_honest_run_passes_every_integrity_chain_and_component_check(honest: Sealed) -> None:
@@ -91,17 +99,8 @@ def test_a_manifest_shard_path_leaving_the_data_folder_is_refused(
     facts = honest.facts.copy()
     [manifest] = facts.bodies("data.manifest")
     manifest["dataset"]["shards"][0]["path"] = path
-    sealed = seal(
-        facts, tmp_path / "sealed", trainer_key=honest.trainer_key, server_key=honest.server_key
-    )
-    verdict = _verify(sealed, data_dir=honest.facts.data_dir)
-    _fails(verdict, "chain.data_files")
-    assert (
-        "must be a relative path inside the data folder"
-        in verdict.result(  # type: ignore[union-attr]
-            "chain.data_files"
-        ).why
-    )
+    verdict = _verify(_resealed(honest, facts, tmp_path), data_dir=honest.facts.data_dir)
+    _fails(verdict, "chain.data_files", "must be a relative path inside the data folder")
 
 
 def test_edited_loss_without_resigning_fails_signatures(honest: Sealed, tmp_path: Path) -> None:
@@ -373,14 +372,7 @@ def test_a_run_end_in_the_middle_of_the_log_fails_structure(honest: Sealed, tmp_
     [end] = facts.bodies("run.end")
     middle = next(i for i, (t, _) in enumerate(facts.entries) if t == "train.steps")
     facts.entries.insert(middle + 1, ("run.end", dict(end)))
-    sealed = seal(
-        facts, tmp_path / "sealed", trainer_key=honest.trainer_key, server_key=honest.server_key
-    )
-    verdict = _verify(sealed)
-    _fails(verdict, "integrity.structure")
-    assert (
-        "neither closes the log nor is followed by the run.resume"
-        in verdict.result(  # type: ignore[union-attr]
-            "integrity.structure"
-        ).why
+    verdict = _verify(_resealed(honest, facts, tmp_path))
+    _fails(
+        verdict, "integrity.structure", "neither closes the log nor is followed by the run.resume"
     )
