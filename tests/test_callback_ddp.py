@@ -68,3 +68,62 @@ def test_ddp_two_cpu_processes_one_chain_with_both_ranks_ids(tmp_path: Path) -> 
         b for s in steps for b in s["batch"]
     ]
     assert [r.body["step"] for r in records if r.type == "weights.checkpoint"] == [10, 20]
+
+
+@pytest.mark.slow
+def test_ddp_run_with_batchnorm_and_dropout_replays_exactly(tmp_path: Path) -> None:
+    """Each rank normalises its own batch, draws its own dropout masks from a generator seeded
+    like every other rank's, and DDP averages the ranks' gradients and keeps rank 0's buffers.
+    Replaying the gathered global batch as one batch (as replay used to) gave other losses and
+    weights: an honest two-process run was "not from scratch" at step 0."""
+    from dataclasses import replace
+
+    import lightning as L
+    from lightning_models import Blobs, Dropped
+    from torch.utils.data import DataLoader
+
+    from attest.callbacks import LineageCallback
+    from attest.keys import TrainerKey
+    from attest.verifier import Outcome, builtin_policy, verify_bundle
+    from attest.verifier.result import Status
+
+    key = TrainerKey.generate()
+    key.save(tmp_path / "k.pem")
+    L.seed_everything(5)
+    callback = LineageCallback(
+        key=tmp_path / "k.pem",
+        destination=tmp_path / "log",
+        run="ddp-replay",
+        checkpoint_every=3,
+        state_dir=tmp_path / "state",
+        spool_dir=tmp_path / "spool",
+        export_bundle=tmp_path / "b.json",
+        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {"n": 64}}},
+    )
+    L.Trainer(
+        max_steps=8,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        callbacks=[callback],
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(Dropped(), DataLoader(Blobs(n=64), batch_size=8, shuffle=True))
+    policy = replace(builtin_policy("strict"), statistics={"replay_budget": 1.0})
+    verdict = verify_bundle(
+        tmp_path / "b.json",
+        policy=policy,
+        state_dir=tmp_path / "state",
+        replay=20,
+        replay_seed=0,
+        trust_bundle_keys=True,
+    )
+    replay = verdict.result("replay.segments")
+    assert replay is not None and replay.status is Status.PASS, replay
+    assert replay.evidence["steps_replayed"] == replay.evidence["training_steps"] == 8
+    step0 = verdict.result("scratch.step0_loss")
+    assert step0 is not None and step0.status is Status.PASS, step0
+    assert verdict.outcome is Outcome.VERIFIED, verdict.summary

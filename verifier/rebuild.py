@@ -223,6 +223,9 @@ class StepRecipe:
     accumulate: int = 1
     micro_batch: int = 0
     autocast: str | None = None
+    world: int = (
+        1  # data-parallel ranks: each micro-batch holds ``world`` rank batches in rank order
+    )
 
     @classmethod
     def of_run(cls, config: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> StepRecipe:
@@ -238,8 +241,8 @@ class StepRecipe:
             )
         autocast = _AUTOCAST[precision]
         k = config.get("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1))
-        if k is None or k == 1:
-            return cls(autocast=autocast)
+        if k is None:
+            k = 1
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise RebuildError(
                 "run.start.config.trainer.accumulate_grad_batches must be a positive integer",
@@ -249,14 +252,16 @@ class StepRecipe:
         sampler = manifest.get("sampler") if isinstance(manifest, Mapping) else None
         sampler = sampler if isinstance(sampler, Mapping) else {}
         size, world = sampler.get("batch_size"), sampler.get("world_size", 1)
+        if world == 1 and k == 1:
+            return cls(autocast=autocast)
         if not isinstance(size, int) or size < 1 or not isinstance(world, int) or world < 1:
             raise RebuildError(
-                "gradient accumulation needs data.manifest.sampler.batch_size and world_size to"
-                " cut a step into its micro-batches",
+                "gradient accumulation and data-parallel runs need data.manifest.sampler."
+                "batch_size and world_size to cut a step into its rank and micro-batches",
                 module="(data manifest)",
                 got={"batch_size": size, "world_size": world},
             )
-        return cls(k, size * world, autocast)
+        return cls(k, size * world, autocast, world)
 
 
 # Lightning's precision settings whose forward pass replay reproduces on the CPU: full precision,
@@ -279,10 +284,67 @@ def step_loss(
     backward: bool = False,
 ) -> torch.Tensor:
     """The loss Lightning logs for one optimizer step over ``ids`` (module docstring), with
-    ``backward`` back-propagating each micro-batch's part as training did."""
+    ``backward`` back-propagating each micro-batch's part as training did.
+
+    A data-parallel step (``recipe.world`` ranks) is re-run rank by rank, as DDP ran it: each
+    rank starts from the same generator state and buffers (every rank was seeded alike, and DDP
+    broadcasts rank 0's buffers), accumulates its own gradient over its micro-batches, and the
+    step's gradient is the sum of the ranks' gradients each divided by the world size (DDP's
+    all-reduce). The loss, the generators and the buffers left are rank 0's, whose callback
+    logged the step."""
+    if recipe.world == 1:
+        return _rank_loss(model, dataset, ids, recipe, batch_idx, backward)
+    from attest.statefiles import capture_rng, restore_rng
+
+    rank_batch = recipe.micro_batch // recipe.world
+    pieces = [ids[i : i + recipe.micro_batch] for i in range(0, len(ids), recipe.micro_batch)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    start_rng, start_buffers = capture_rng(), _buffers(model)
+    summed: list[Any] = [None] * len(params)
+    loss0 = end_rng = end_buffers = None
+    for rank in range(recipe.world):
+        if rank:
+            restore_rng(start_rng)
+            model.load_state_dict(start_buffers, strict=False)
+        mine = [i for piece in pieces for i in piece[rank * rank_batch : (rank + 1) * rank_batch]]
+        if backward:
+            for p in params:
+                p.grad = None
+        loss = _rank_loss(model, dataset, mine, recipe, batch_idx, backward)
+        if backward:
+            for n, p in enumerate(params):
+                if p.grad is not None:
+                    part = p.grad / recipe.world
+                    summed[n] = part if summed[n] is None else summed[n] + part
+        if rank == 0:
+            loss0, end_rng, end_buffers = loss, capture_rng(), _buffers(model)
+    assert loss0 is not None and end_rng is not None and end_buffers is not None
+    if backward:
+        for p, grad in zip(params, summed, strict=True):
+            p.grad = grad
+    restore_rng(end_rng)
+    model.load_state_dict(end_buffers, strict=False)
+    return loss0
+
+
+def _buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
+def _rank_loss(
+    model: torch.nn.Module,
+    dataset: Any,
+    ids: Sequence[int],
+    recipe: StepRecipe,
+    batch_idx: int,
+    backward: bool,
+) -> torch.Tensor:
+    """One rank's part of a step: its micro-batches in order, each loss divided by the
+    accumulation count and back-propagated on its own."""
     import torch
 
-    k, size = recipe.accumulate, recipe.micro_batch
+    k = recipe.accumulate
+    size = recipe.micro_batch // recipe.world
     pieces = [ids[i : i + size] for i in range(0, len(ids), size)] if k > 1 else [ids]
     total: torch.Tensor | None = None
     for piece in pieces:

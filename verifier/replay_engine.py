@@ -6,7 +6,8 @@ its optimizer and scheduler come from its own ``configure_optimizers()`` (Lightn
 conventions: an optimizer, a list, or ``{"optimizer", "lr_scheduler": {"scheduler", "interval",
 "frequency"}}``; one optimizer), and each step is what Lightning's automatic optimisation does:
 loss of the step and its backward pass (:func:`~attest.verifier.rebuild.step_loss`: micro-batch
-by micro-batch under gradient accumulation), gradient clipping when
+by micro-batch under gradient accumulation, rank by rank for a data-parallel run), gradient
+clipping when
 ``run.start.config`` names ``gradient_clip_val`` (top level or under ``"trainer"``), optimizer
 step, scheduler step for ``interval="step"`` (``"epoch"`` at an epoch boundary of the committed
 order). Batches are the committed sample ids, whose digest must equal the logged one. A model
