@@ -98,7 +98,7 @@ def test_ddp_run_with_batchnorm_and_dropout_replays_exactly(tmp_path: Path) -> N
         state_dir=tmp_path / "state",
         spool_dir=tmp_path / "spool",
         export_bundle=tmp_path / "b.json",
-        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {"n": 64}}},
+        config={"data": {"import_path": "lightning_models:Blobs", "init_args": {"n": 60}}},
     )
     L.Trainer(
         max_steps=8,
@@ -111,7 +111,7 @@ def test_ddp_run_with_batchnorm_and_dropout_replays_exactly(tmp_path: Path) -> N
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-    ).fit(Dropped(), DataLoader(Blobs(n=64), batch_size=8, shuffle=True))
+    ).fit(Dropped(), DataLoader(Blobs(n=60), batch_size=8, shuffle=True))  # 30 a rank: 8, 8, 8, 6
     policy = replace(builtin_policy("strict"), statistics={"replay_budget": 1.0})
     verdict = verify_bundle(
         tmp_path / "b.json",

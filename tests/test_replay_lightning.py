@@ -144,7 +144,10 @@ def test_a_precision_replay_cannot_reproduce_is_refused_by_name() -> None:
         {"trainer": {"accumulate_grad_batches": 3, "precision": "bf16-mixed"}},
         {"sampler": {"batch_size": 4, "world_size": 2}},
     )
-    assert recipe == StepRecipe(accumulate=3, micro_batch=8, autocast="bfloat16")
+    assert recipe == StepRecipe(accumulate=3, micro_batch=8, autocast="bfloat16", world=2)
+    ddp = StepRecipe.of_run({}, {"sampler": {"batch_size": 4, "world_size": 2}})
+    assert ddp == StepRecipe(accumulate=1, micro_batch=8, world=2)  # rank by rank, no accumulation
+    assert StepRecipe.of_run({}, {"sampler": {"batch_size": 4, "world_size": 1}}) == StepRecipe()
 
 
 def test_manual_optimization_is_could_not_check_not_a_failure(tmp_path: Path) -> None:

@@ -296,17 +296,25 @@ def step_loss(
         return _rank_loss(model, dataset, ids, recipe, batch_idx, backward)
     from attest.statefiles import capture_rng, restore_rng
 
-    rank_batch = recipe.micro_batch // recipe.world
-    pieces = [ids[i : i + recipe.micro_batch] for i in range(0, len(ids), recipe.micro_batch)]
+    size, world = recipe.micro_batch, recipe.world
+    pieces = (
+        [ids[i : i + size] for i in range(0, len(ids), size)] if recipe.accumulate > 1 else [ids]
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     start_rng, start_buffers = capture_rng(), _buffers(model)
     summed: list[Any] = [None] * len(params)
     loss0 = end_rng = end_buffers = None
-    for rank in range(recipe.world):
+    for rank in range(world):
         if rank:
             restore_rng(start_rng)
             model.load_state_dict(start_buffers, strict=False)
-        mine = [i for piece in pieces for i in piece[rank * rank_batch : (rank + 1) * rank_batch]]
+        # Ranks hold equal shares of every (micro-)batch, the last of an epoch included: the
+        # distributed sampler pads the ranks to equal lengths.
+        mine = [
+            i
+            for piece in pieces
+            for i in piece[rank * len(piece) // world : (rank + 1) * len(piece) // world]
+        ]
         if backward:
             for p in params:
                 p.grad = None
@@ -314,7 +322,7 @@ def step_loss(
         if backward:
             for n, p in enumerate(params):
                 if p.grad is not None:
-                    part = p.grad / recipe.world
+                    part = p.grad / world
                     summed[n] = part if summed[n] is None else summed[n] + part
         if rank == 0:
             loss0, end_rng, end_buffers = loss, capture_rng(), _buffers(model)
