@@ -146,9 +146,7 @@ def _structure(ctx: VerifyContext) -> CheckResult:
         return _r(
             "fail", cid, "records of another run are mixed in", expected=ctx.bundle.run, got=others
         )
-    counts = {
-        t: len(ctx.by_type(t)) for t in ("run.start", "weights.init", "data.manifest", "run.end")
-    }
+    counts = {t: len(ctx.by_type(t)) for t in ("run.start", "weights.init", "data.manifest")}
     if recs[0].type != "run.start" or counts["run.start"] != 1:
         return _r(
             "fail",

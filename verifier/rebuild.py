@@ -223,9 +223,8 @@ class StepRecipe:
     accumulate: int = 1
     micro_batch: int = 0
     autocast: str | None = None
-    world: int = (
-        1  # data-parallel ranks: each micro-batch holds ``world`` rank batches in rank order
-    )
+    # Data-parallel ranks: each (micro-)batch holds the ranks' equal shares in rank order.
+    world: int = 1
 
     @classmethod
     def of_run(cls, config: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> StepRecipe:
@@ -296,10 +295,8 @@ def step_loss(
         return _rank_loss(model, dataset, ids, recipe, batch_idx, backward)
     from attest.statefiles import capture_rng, restore_rng
 
-    size, world = recipe.micro_batch, recipe.world
-    pieces = (
-        [ids[i : i + size] for i in range(0, len(ids), size)] if recipe.accumulate > 1 else [ids]
-    )
+    world = recipe.world
+    pieces = _micro_batches(ids, recipe.micro_batch, recipe.accumulate)
     params = [p for p in model.parameters() if p.requires_grad]
     start_rng, start_buffers = capture_rng(), _buffers(model)
     summed: list[Any] = [None] * len(params)
@@ -307,7 +304,7 @@ def step_loss(
     for rank in range(world):
         if rank:
             restore_rng(start_rng)
-            model.load_state_dict(start_buffers, strict=False)
+            _restore_buffers(model, start_buffers)
         # Ranks hold equal shares of every (micro-)batch, the last of an epoch included: the
         # distributed sampler pads the ranks to equal lengths.
         mine = [
@@ -331,12 +328,26 @@ def step_loss(
         for p, grad in zip(params, summed, strict=True):
             p.grad = grad
     restore_rng(end_rng)
-    model.load_state_dict(end_buffers, strict=False)
+    _restore_buffers(model, end_buffers)
     return loss0
+
+
+def _micro_batches(ids: Sequence[int], size: int, accumulate: int) -> list[Sequence[int]]:
+    """``ids`` cut into the micro-batches of ``size`` ids a step accumulated (all of ``ids``
+    without accumulation)."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)] if accumulate > 1 else [ids]
 
 
 def _buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
+def _restore_buffers(model: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(saved[name])
 
 
 def _rank_loss(
@@ -352,10 +363,8 @@ def _rank_loss(
     import torch
 
     k = recipe.accumulate
-    size = recipe.micro_batch // recipe.world
-    pieces = [ids[i : i + size] for i in range(0, len(ids), size)] if k > 1 else [ids]
     total: torch.Tensor | None = None
-    for piece in pieces:
+    for piece in _micro_batches(ids, recipe.micro_batch // recipe.world, k):
         batch = collate(dataset, piece)
         if recipe.autocast is None:
             loss = batch_loss(model, batch, batch_idx)
