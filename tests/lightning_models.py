@@ -1,5 +1,6 @@
 """Small LightningModules with the features real models have and the demo's TinyGPT lacks (tied
-weights, normalisation buffers, a scheduler), importable by the verifier when it rebuilds them."""
+weights, normalisation buffers, a scheduler), importable by the verifier when it rebuilds them,
+and the quiet Trainer the tests run them with."""
 
 from __future__ import annotations
 
@@ -7,7 +8,23 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import Dataset
+
+
+def quiet_trainer(max_steps: int, *callbacks: Callback, **options: Any) -> L.Trainer:
+    """A Trainer for ``max_steps`` steps with ``callbacks`` and no logger, progress bar or model
+    summary; checkpointing only through a ``ModelCheckpoint`` among ``callbacks``. ``options``
+    go to the Trainer (devices, strategy, determinism, …)."""
+    return L.Trainer(
+        max_steps=max_steps,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )
 
 
 class Blobs(Dataset[tuple[int, torch.Tensor, torch.Tensor]]):

@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning_models import quiet_trainer
 from torch.utils.data import DataLoader
 
 from attest.bundle import Bundle
@@ -43,17 +44,6 @@ def without_ids(ds: CharDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The dataset's inputs and targets as two tensors, without the sample ids."""
     return torch.stack([ds[i][1] for i in range(len(ds))]), torch.stack(
         [ds[i][2] for i in range(len(ds))]
-    )
-
-
-def quiet_trainer(max_steps: int, callback: LineageCallback) -> L.Trainer:
-    return L.Trainer(
-        max_steps=max_steps,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lightning_models import quiet_trainer
 
 from attest.canonical import canonical_json, sha256_digest
+
+_TWO_PROCESSES = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
 
 
 @pytest.mark.slow
@@ -34,18 +37,7 @@ def test_ddp_two_cpu_processes_one_chain_with_both_ranks_ids(tmp_path: Path) -> 
         spool_dir=tmp_path / "spool",
         export_bundle=tmp_path / "b.json",
     )
-    trainer = L.Trainer(
-        max_steps=20,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        callbacks=[cb],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, DataLoader(ds, batch_size=8, shuffle=True))
+    quiet_trainer(20, cb, **_TWO_PROCESSES).fit(model, DataLoader(ds, batch_size=8, shuffle=True))
 
     bundle = Bundle.read(tmp_path / "b.json")
     public = key.public
@@ -100,18 +92,10 @@ def test_ddp_run_with_batchnorm_and_dropout_replays_exactly(tmp_path: Path) -> N
         export_bundle=tmp_path / "b.json",
         config={"data": {"import_path": "lightning_models:Blobs", "init_args": {"n": 60}}},
     )
-    L.Trainer(
-        max_steps=8,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        callbacks=[callback],
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(Dropped(), DataLoader(Blobs(n=60), batch_size=8, shuffle=True))  # 30 a rank: 8, 8, 8, 6
+    quiet_trainer(8, callback, deterministic=True, **_TWO_PROCESSES).fit(
+        Dropped(),
+        DataLoader(Blobs(n=60), batch_size=8, shuffle=True),  # 30 a rank: 8, 8, 8, 6
+    )
     policy = replace(builtin_policy("strict"), statistics={"replay_budget": 1.0})
     verdict = verify_bundle(
         tmp_path / "b.json",

@@ -32,6 +32,7 @@ from lightning_models import (
     RmsProp,
     TiedNorm,
     Validated,
+    quiet_trainer,
 )
 from torch.utils.data import DataLoader
 
@@ -363,15 +364,9 @@ def test_a_finished_run_extended_from_a_checkpoint_verifies_and_replays(tmp_path
         loader = DataLoader(
             Blobs(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
         )
-        L.Trainer(
-            max_steps=steps,
-            callbacks=[callback, saver],
-            deterministic=True,
-            accelerator="cpu",
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        ).fit(Dropped(), loader, ckpt_path=ckpt)
+        quiet_trainer(steps, callback, saver, deterministic=True, accelerator="cpu").fit(
+            Dropped(), loader, ckpt_path=ckpt
+        )
 
     fit(6)
     fit(12, str(next((tmp_path / "ckpt").glob("*step=6*.ckpt"))))
