@@ -65,6 +65,10 @@ def test_from_scratch_demo_verifies_and_leaves_what_a_verifier_needs(tmp_path: P
     code, verdict = verify_json(out)
     assert code == 0 and verdict["outcome"] == "verified"
     assert failed_checks(verdict) == set()
+    # the training text the demo declares is the file it leaves, byte for byte
+    code, verdict = verify_json(out, "--data", str(out / "data"))
+    data_files = next(c for c in verdict["checks"] if c["id"] == "chain.data_files")
+    assert code == 0 and data_files["status"] == "pass", data_files
     # the final weights also carry a stock OpenSSF model signature
     verifying.Config().use_elliptic_key_verifier(public_key=out / "keys" / "trainer.pub").verify(
         out / "model.safetensors", out / "model.safetensors.sig"
