@@ -191,12 +191,26 @@ class _RunFiles:
         self.prev: str | None = None
         self._load_entries()
         self.checkpoints: list[tuple[int, str]] = []
-        cp = folder / "checkpoints.jsonl"
-        if cp.exists():
-            for line in cp.read_text().splitlines():
-                if line.strip():
-                    item = json.loads(line)
-                    self.checkpoints.append((int(item["size"]), str(item["note"])))
+        self._load_checkpoints()
+
+    def _load_checkpoints(self) -> None:
+        path = self.folder / "checkpoints.jsonl"
+        data = path.read_bytes() if path.exists() else b""
+        pos = 0
+        while (end := data.find(b"\n", pos)) != -1:
+            item = json.loads(data[pos:end])
+            self.checkpoints.append((int(item["size"]), str(item["note"])))
+            pos = end + 1
+        if pos != len(data):  # a torn line from a crash: its head is signed again below
+            truncate_synced(path, pos)
+
+    def sign_head(self, signer: LogSigner) -> str:
+        """Sign and durably record a checkpoint at the current size."""
+        note = signer.sign(self.meta["run"], self.tree.size, self.tree.root())
+        line = json.dumps({"size": self.tree.size, "note": note}) + "\n"
+        append_synced(self.folder / "checkpoints.jsonl", line.encode())
+        self.checkpoints.append((self.tree.size, note))
+        return note
 
     def _load_entries(self) -> None:
         path = self.folder / "entries"
@@ -248,7 +262,15 @@ class LocalLog:
             folder = self.folder / "runs" / run
             if not (folder / "run.json").exists():
                 raise ConfigurationError(f"unknown run {run!r}: create it first")
-            self._runs[run] = _RunFiles(folder)
+            state = _RunFiles(folder)
+            if state.tree.size and (
+                not state.checkpoints or state.checkpoints[-1][0] < state.tree.size
+            ):
+                # A crash between the durable entries write and its head: the entries were
+                # sequenced and may have been acknowledged, so the log signs for them now
+                # (else a sender retrying that batch finds no head covering it, forever).
+                state.sign_head(self.signer)
+            self._runs[run] = state
         return self._runs[run]
 
     def create_run(
@@ -280,11 +302,7 @@ class LocalLog:
             append_synced(state.folder / "entries", blob)
             for leaf in leaves:
                 state._add(leaf)
-            note = self.signer.sign(run, state.tree.size, state.tree.root())
-            line = json.dumps({"size": state.tree.size, "note": note}) + "\n"
-            append_synced(state.folder / "checkpoints.jsonl", line.encode())
-            state.checkpoints.append((state.tree.size, note))
-            return Receipt(run, first, len(leaves), note)
+            return Receipt(run, first, len(leaves), state.sign_head(self.signer))
 
     def put_blob(self, run: str, document: Any) -> str:
         """Store a JSON document; returns its ``sha256:`` name."""

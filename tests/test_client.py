@@ -123,6 +123,29 @@ def test_spool_resumes_after_restart_without_resending(tmp_path: Path) -> None:
     assert again.last_leaf() == recs[-1].to_json()
 
 
+def test_a_log_killed_between_entries_and_head_takes_the_retry_after_restart(
+    tmp_path: Path,
+) -> None:
+    # The server fsync'd the batch and died before signing its head; the sender never got an
+    # answer. After the restart the retried batch is a repeat (409), and the log's checkpoint
+    # must cover the batch so the sender can see it landed.
+    key = TrainerKey.generate()
+    log = LocalLog(tmp_path / "log")
+    dest = Flaky(log, lose_answer=1)
+    spool = Spool(tmp_path / "spool", dest, "run1", verifier=log.signer.verifier, start=False)
+    spool.add_create(key.public, {})
+    spool.add_records(records(3, key))
+    spool.ship_once()
+    with pytest.raises(DestinationUnavailable):
+        spool.ship_once()
+    heads = tmp_path / "log" / "runs" / "run1" / "checkpoints.jsonl"
+    heads.write_bytes(b"")  # the head of that batch was never written
+    dest.log = LocalLog(tmp_path / "log")  # the restarted server
+    assert spool.ship_once() and spool.pending == 0
+    assert not spool.errors
+    assert [r.record.seq for r in dest.log.export("run1").records] == [0, 1, 2]
+
+
 def test_a_real_chain_break_is_not_skipped(tmp_path: Path) -> None:
     key = TrainerKey.generate()
     log = LocalLog(tmp_path / "log")

@@ -110,6 +110,27 @@ def test_torn_tail_is_dropped_on_reopen(tmp_path: Path, trainer_key: TrainerKey)
     assert len(LocalLog(tmp_path / "log").export("run-1").records) == 2
 
 
+def test_a_crash_before_the_head_is_written_gets_a_head_on_reopen(
+    tmp_path: Path, trainer_key: TrainerKey
+) -> None:
+    # Killed after the entries were fsync'd, before (or while) their checkpoint line was
+    # written: the batch may have been acknowledged, so the reopened log must sign for it.
+    log, w = make_log(tmp_path, trainer_key)
+    log.append("run-1", [w.write("train.steps", steps(0)).leaf_data()])
+    log.append("run-1", [w.write("train.steps", steps(1)).leaf_data()])
+    heads = tmp_path / "log" / "runs" / "run-1" / "checkpoints.jsonl"
+    first_line = heads.read_bytes().split(b"\n")[0] + b"\n"
+    heads.write_bytes(first_line + b'{"size": 2, "no')  # the second head torn mid-line
+    reopened = LocalLog(tmp_path / "log")
+    head = open_checkpoint(reopened.checkpoint("run-1"), reopened.signer.verifier).checkpoint
+    records = reopened.export("run-1").records
+    assert head.size == 2
+    assert head.root == root_from_leaf_hashes([_leaf_hash(r) for r in records])
+    reopened.append("run-1", [w.write("train.steps", steps(2)).leaf_data()])
+    sizes = [json.loads(line)["size"] for line in heads.read_text().splitlines()]
+    assert sizes == [1, 2, 3]
+
+
 def test_run_belongs_to_its_key(tmp_path: Path, trainer_key: TrainerKey) -> None:
     log, _ = make_log(tmp_path, trainer_key)
     log.create_run("run-1", trainer_key.public)  # idempotent
