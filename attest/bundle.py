@@ -126,10 +126,7 @@ class Bundle:
         raw_records = obj["records"]
         if not isinstance(raw_records, list):
             raise FormatError("bundle.records must be a list")
-        records = tuple(
-            SignedRecord.from_json(r, field=f"bundle.records[{i}]")
-            for i, r in enumerate(raw_records)
-        )
+        records = SignedRecord.many_from_json(raw_records, field="bundle.records")
         blobs = obj["blobs"]
         if not isinstance(blobs, dict):
             raise FormatError("bundle.blobs must be an object")

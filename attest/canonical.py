@@ -35,10 +35,14 @@ encoding (then it equals what :func:`strict_json_loads` reads).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
+import operator
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -51,6 +55,7 @@ __all__ = [
     "canonical_json",
     "canonical_json_reference",
     "loads_canonical",
+    "loads_canonical_many",
     "parse_sha256_digest",
     "sha256_digest",
     "strict_json_loads",
@@ -94,6 +99,17 @@ def _respelled(value: float) -> Any:
         return UNSURE
     sign, digits = ("-", mantissa[1:]) if mantissa[0] == "-" else ("", mantissa)
     return msgspec.Raw(f"{sign}0.00000{digits.replace('.', '')}".encode())
+
+
+# msgspec's spelling of a float in [1e-6, 1e-5) as a JSON array element or member value.
+_MSGSPEC_SMALL_FLOAT = re.compile(rb"(?<=[:,\[])(-?)([1-9])(?:\.([0-9]+))?e-6(?=[,\]}])")
+
+
+def _es_small_float(match: re.Match[bytes]) -> bytes:
+    """The ECMAScript spelling of the float msgspec wrote as ``match`` (see :func:`_respelled`):
+    the same digits after ``0.00000``."""
+    sign, first, rest = match.groups()
+    return sign + b"0.00000" + first + (rest or b"")
 
 
 def _sorts_alike(data: bytes) -> bool:
@@ -201,17 +217,85 @@ def loads_canonical(data: bytes) -> Any:
     """
     try:
         value = _DECODER.decode(data)
-        if (
-            _ENCODER.encode(value) == data
-            and _LONG_INTEGER.search(data) is None
-            and _LONG_INTEGER_FIRST.match(data) is None
-            and b"e-6" not in data  # msgspec's spelling of some floats in [1e-6, 1e-5)
-            and _sorts_alike(data)
-        ) or canonical_json(value) == data:
+        encoded = _ENCODER.encode(value)
+        if b"e-6" in encoded:
+            # Respelled, the bytes are RFC 8785's unless "e-6" stood inside a string, and then
+            # they encode another value, so they cannot equal ``data``, which encodes ``value``.
+            encoded = _MSGSPEC_SMALL_FLOAT.sub(_es_small_float, encoded)
+        if (encoded == data and not _needs_reference(data)) or canonical_json(value) == data:
             return value
     except (msgspec.DecodeError, ValueError, RecursionError, FormatError):
         pass
     return UNSURE
+
+
+def loads_canonical_many(texts: Sequence[bytes]) -> list[Any]:
+    """``[loads_canonical(t) for t in texts]``, for many small texts (a log's records) at once.
+
+    The texts are parsed as one JSON array, ``[t0,t1,...]``, in a single msgspec call. A value
+    is kept for ``texts[i]`` only when re-encoding it gives exactly ``texts[i]`` and no condition
+    of :func:`_needs_reference` holds in it: then that text is one complete JSON value, the one
+    :func:`loads_canonical` reads from it, however the commas fell. Every other text (and all of
+    them, when the array does not parse into one value per text) goes through
+    :func:`loads_canonical` alone, so the answers are its answers.
+    """
+    joined = b"[" + b",".join(texts) + b"]"
+    try:
+        values = _DECODER.decode(joined)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        values = None
+    if type(values) is not list or len(values) != len(texts):
+        return [loads_canonical(t) for t in texts]
+    same = list(map(bytes.__eq__, map(_ENCODER.encode, values), texts))
+    for i in _doubtful_texts(joined, texts):
+        same[i] = False
+    for i in itertools.compress(range(len(texts)), map(operator.not_, same)):
+        values[i] = loads_canonical(texts[i])
+    return values
+
+
+# Byte classes for finding _LONG_INTEGER in a large text with bytes.find: a digit becomes "0",
+# a character that may precede an integer token becomes "p", anything else "x".
+_TOKEN_CLASSES = bytes(
+    ord("0") if chr(b).isdigit() and b < 128 else ord("p") if b in b"-:,[" else ord("x")
+    for b in range(256)
+)
+_LONG_INTEGER_MARKS = b"p" + b"0" * 16
+
+
+def _doubtful_texts(joined: bytes, texts: Sequence[bytes]) -> set[int]:
+    """The indices of the texts in ``joined`` (``[t0,t1,...]``) where :func:`_needs_reference`
+    may hold, found by scanning ``joined`` once. A text's first token follows ``[`` or ``,``, so
+    the :data:`_LONG_INTEGER` scan sees it; a match is charged to the texts at both its ends."""
+    spans = [
+        (at, at + len(_LONG_INTEGER_MARKS))
+        for at in _find_all(joined.translate(_TOKEN_CLASSES), _LONG_INTEGER_MARKS)
+    ]
+    spans += [(at, at + 3) for at in _find_all(joined, b"e-6")]
+    if not joined.isascii():
+        spans += [m.span() for m in _ASTRAL.finditer(joined)]
+    ends = list(itertools.accumulate(len(t) + 1 for t in texts))  # the comma after text i
+    return {bisect.bisect_right(ends, at) for start, end in spans for at in (start, end - 1)}
+
+
+def _find_all(text: bytes, sub: bytes) -> list[int]:
+    found, at = [], text.find(sub)
+    while at != -1:
+        found.append(at)
+        at = text.find(sub, at + 1)
+    return found
+
+
+def _needs_reference(data: bytes) -> bool:
+    """Whether msgspec's spelling of a value may differ from RFC 8785's in ``data`` (so equal
+    bytes do not prove canonical text): an integer token of 16 or more digits, msgspec's
+    exponent form of a float in ``[1e-6, 1e-5)``, or a character above U+FFFF."""
+    return (
+        _LONG_INTEGER.search(data) is not None
+        or _LONG_INTEGER_FIRST.match(data) is not None
+        or b"e-6" in data
+        or not _sorts_alike(data)
+    )
 
 
 def sha256_digest(data: bytes) -> str:

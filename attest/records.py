@@ -31,16 +31,19 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
 
 from attest.canonical import (
     UNSURE,
     canonical_json,
     canonical_json_reference,
     loads_canonical,
+    loads_canonical_many,
     parse_sha256_digest,
     sha256_digest,
     strict_json_loads,
@@ -189,25 +192,28 @@ class Record:
                     got=type(value).__name__,
                 )
         if rtype == "train.steps":
-            _check_steps(body, field=f"{field}.body")
-        return cls(rtype, run, seq, prev, time, body)
+            _check_steps(body, field=field)
+        return _frozen(cls, type=rtype, run=run, seq=seq, prev=prev, time=time, body=body)
 
 
 _FIELDS = frozenset({"type", "run", "seq", "prev", "time", "body"})
 _MISSING = object()
+_T = TypeVar("_T")
 
 
 def _check_steps(body: Mapping[str, Any], *, field: str) -> None:
     n = len(body["loss"])
     if not 0 < n <= MAX_STEPS_PER_RECORD:
-        raise FormatError(f"{field}.loss must hold 1 to {MAX_STEPS_PER_RECORD} steps", got=n)
+        raise FormatError(f"{field}.body.loss must hold 1 to {MAX_STEPS_PER_RECORD} steps", got=n)
     for name in ("lr", "grad_norm", "batch"):
         if len(body[name]) != n:
             raise FormatError(
-                f"{field}.{name} must have one entry per step", expected=n, got=len(body[name])
+                f"{field}.body.{name} must have one entry per step",
+                expected=n,
+                got=len(body[name]),
             )
     if body["first_step"] < 0:
-        raise FormatError(f"{field}.first_step must be non-negative", got=body["first_step"])
+        raise FormatError(f"{field}.body.first_step must be non-negative", got=body["first_step"])
 
 
 def _leaf_bytes(env: Envelope) -> bytes:
@@ -239,36 +245,40 @@ def _b64_decode(text: str) -> tuple[bytes, str]:
     return data, _b64(data)
 
 
-_ENVELOPE_FIELDS = frozenset({"payload", "payloadType", "signatures"})
-_SIGNATURE_FIELDS = frozenset({"keyid", "sig"})
+class _SignatureWire(msgspec.Struct, forbid_unknown_fields=True):
+    keyid: Annotated[str, msgspec.Meta(pattern=r"^[\x20\x21\x23-\x5b\x5d-\x7e]*\Z")]  # _PLAIN
+    sig: str
+
+
+class _EnvelopeWire(msgspec.Struct, forbid_unknown_fields=True):
+    """The usual shape of a record envelope, which msgspec checks in C: exactly these fields,
+    the record payload type, 1 to :data:`MAX_SIGNATURES` signatures with :data:`_PLAIN` key IDs."""
+
+    payload: str
+    payloadType: Literal["application/vnd.attest.record.v1+json"]
+    signatures: Annotated[
+        list[_SignatureWire], msgspec.Meta(min_length=1, max_length=MAX_SIGNATURES)
+    ]
 
 
 def _plain_envelope(obj: object) -> tuple[Envelope, bytes] | None:
     """The envelope :meth:`Envelope.from_json` reads from ``obj`` and its log leaf, for the
-    usual shape only (an attest record envelope whose key IDs :data:`_PLAIN` covers); ``None``
-    for anything else, which then takes the general path and its errors."""
-    if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
-        return None
-    text, sigs = obj["payload"], obj["signatures"]
-    if (
-        obj["payloadType"] != RECORD_PAYLOAD_TYPE
-        or type(text) is not str
-        or type(sigs) is not list
-        or not 0 < len(sigs) <= MAX_SIGNATURES
-    ):
-        return None
+    usual shape only (:class:`_EnvelopeWire`); ``None`` for anything else, which then takes the
+    general path and its errors."""
     try:
-        payload, text = _b64_decode(text)
+        return _plain_from_wire(msgspec.convert(obj, _EnvelopeWire))
+    except msgspec.ValidationError:
+        return None
+
+
+def _plain_from_wire(wire: _EnvelopeWire) -> tuple[Envelope, bytes] | None:
+    try:
+        payload, text = _b64_decode(wire.payload)
         parsed, parts = [], []
-        for s in sigs:
-            if type(s) is not dict or s.keys() != _SIGNATURE_FIELDS:
-                return None
-            keyid, sig_text = s["keyid"], s["sig"]
-            if type(keyid) is not str or type(sig_text) is not str or not _PLAIN.fullmatch(keyid):
-                return None
-            sig, sig_text = _b64_decode(sig_text)
-            parsed.append(EnvelopeSignature(keyid, sig))
-            parts.append(f'{{"keyid":"{keyid}","sig":"{sig_text}"}}')
+        for s in wire.signatures:
+            sig, sig_text = _b64_decode(s.sig)
+            parsed.append(EnvelopeSignature(s.keyid, sig))
+            parts.append(f'{{"keyid":"{s.keyid}","sig":"{sig_text}"}}')
     except (binascii.Error, ValueError):
         return None
     leaf = (
@@ -276,6 +286,42 @@ def _plain_envelope(obj: object) -> tuple[Envelope, bytes] | None:
         f'"signatures":[{",".join(parts)}]}}'
     )
     return Envelope(RECORD_PAYLOAD_TYPE, payload, tuple(parsed)), leaf.encode()
+
+
+def _plain_signed(
+    wire: _EnvelopeWire, payload: bytes, text: str, value: Any
+) -> SignedRecord | None:
+    """The signed record of a one-signature :class:`_EnvelopeWire` whose payload decoded from
+    the standard base64 ``text`` and is the canonical encoding of ``value``; ``None`` where
+    :meth:`SignedRecord.from_json` must answer (a bad record, a bad signature encoding, a leaf
+    over the size limit), so that its error is the one raised."""
+    s = wire.signatures[0]
+    try:
+        record = Record.from_json(value)
+        sig, sig_text = _b64_decode(s.sig)
+    except (FormatError, binascii.Error, ValueError):
+        return None
+    leaf = (
+        f'{{"payload":"{text}","payloadType":"{RECORD_PAYLOAD_TYPE}",'
+        f'"signatures":[{{"keyid":"{s.keyid}","sig":"{sig_text}"}}]}}'
+    ).encode()
+    if len(leaf) > MAX_LEAF_BYTES:
+        return None
+    record.__dict__["_canonical"] = payload
+    signature = _frozen(EnvelopeSignature, keyid=s.keyid, sig=sig)
+    envelope = _frozen(
+        Envelope, payload_type=RECORD_PAYLOAD_TYPE, payload=payload, signatures=(signature,)
+    )
+    return _frozen(SignedRecord, record=record, envelope=envelope, _leaf=leaf)
+
+
+def _frozen(cls: type[_T], **fields: Any) -> _T:
+    """An instance of the frozen dataclass ``cls`` holding ``fields`` (every field, already
+    checked, plus any cached value), made without the generated ``__init__``, whose
+    ``object.__setattr__`` per field costs more than the rest of a record's parse."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -295,6 +341,32 @@ class SignedRecord:
         if fast is None:
             return cls._parse(Envelope.from_json(obj, field=field), field=field, leaf=None)
         return cls._parse(fast[0], field=field, leaf=fast[1])
+
+    @classmethod
+    def many_from_json(cls, items: Sequence[object], *, field: str) -> tuple[SignedRecord, ...]:
+        """``from_json`` of every item, ``field[i]`` naming item ``i`` in errors; the first bad
+        item raises. Made for a whole log (~10^5 records): msgspec checks every envelope's shape
+        in one call, :func:`~attest.canonical.loads_canonical_many` parses every payload in
+        another, and the objects are made without the dataclasses' per-field ``__setattr__``.
+        An item this path declines goes through :meth:`from_json`, so the answers are its own."""
+        try:
+            wires = msgspec.convert(items, list[_EnvelopeWire])
+        except msgspec.ValidationError:  # an unusual envelope somewhere: parse one by one
+            return tuple(cls.from_json(obj, field=f"{field}[{i}]") for i, obj in enumerate(items))
+        try:
+            decoded = [_b64_decode(w.payload) for w in wires]
+        except (binascii.Error, ValueError):
+            return tuple(cls.from_json(obj, field=f"{field}[{i}]") for i, obj in enumerate(items))
+        values = loads_canonical_many([payload for payload, _ in decoded])
+        out = []
+        for i, (wire, (payload, text), value) in enumerate(
+            zip(wires, decoded, values, strict=True)
+        ):
+            signed = None
+            if value is not UNSURE and len(wire.signatures) == 1:
+                signed = _plain_signed(wire, payload, text, value)
+            out.append(signed or cls.from_json(items[i], field=f"{field}[{i}]"))
+        return tuple(out)
 
     @classmethod
     def from_json_reference(cls, obj: object, *, field: str = "record") -> SignedRecord:
@@ -325,14 +397,18 @@ class SignedRecord:
         return signed
 
     @classmethod
-    def _parse(cls, envelope: Envelope, *, field: str, leaf: bytes | None) -> SignedRecord:
+    def _parse(
+        cls, envelope: Envelope, *, field: str, leaf: bytes | None, value: Any = _MISSING
+    ) -> SignedRecord:
+        """The record in ``envelope``; ``value``, when given, is what
+        :func:`~attest.canonical.loads_canonical` returned for its payload."""
         if envelope.payload_type != RECORD_PAYLOAD_TYPE:
             raise FormatError(
                 f"{field}.payloadType is not an attest record",
                 expected=RECORD_PAYLOAD_TYPE,
                 got=envelope.payload_type,
             )
-        obj = loads_canonical(envelope.payload)
+        obj = loads_canonical(envelope.payload) if value is _MISSING else value
         if obj is UNSURE:  # the reference path: strict parse, then RFC 8785 re-encoding
             obj = strict_json_loads(envelope.payload, what=f"{field} payload")
             record = Record.from_json(obj, field=field)

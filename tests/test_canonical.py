@@ -22,6 +22,7 @@ from attest.canonical import (
     canonical_json,
     canonical_json_reference,
     loads_canonical,
+    loads_canonical_many,
     strict_json_loads,
 )
 from attest.errors import FormatError
@@ -52,7 +53,8 @@ text = st.one_of(
     st.text(),
     st.text(alphabet=st.characters(max_codepoint=0x7F)),
     st.sampled_from(["", "\u2028\u2029", "\x7f", "\x00\x1f\b\f\n\r\t\"\\/", "é€😀", "\ufffd",
-                     "\ue000", "\U0001f600", "sha256:" + "1" * 64, "v1.0", "3e-5", "x.0]"]),
+                     "\ue000", "\U0001f600", "sha256:" + "1" * 64, "v1.0", "3e-5", "x.0]", ":3e-6,",
+                     "[1.5e-6]", ",12345678901234567"]),
 )  # fmt: skip
 keys = st.one_of(text, st.sampled_from(["\ue000", "\U0001f600", "\uffff", "a", "A", "é"]))
 scalars = st.one_of(st.none(), st.booleans(), ints, floats, text)
@@ -126,6 +128,27 @@ def test_loads_canonical_never_vouches_for_non_canonical_bytes(data: bytes) -> N
     if got is UNSURE:
         return
     assert canonical_json_reference(strict_json_loads(data, what="x")) == data
+
+
+_texts = st.one_of(
+    values.map(_reference).filter(lambda t: t is not None),
+    values.map(lambda v: json.dumps(v, separators=(",", ":")).encode()),
+    st.binary(max_size=24),
+    st.sampled_from([b"1,2", b"[3", b"4]", b"", b'{"a":[1', b"2]}", b'"x",', b"[1.5e-6]",
+                     b"[0.0000015]", b'[":1.5e-6,"]', b"12345678901234567", b"[1.0]", b" [1]"]),
+)  # fmt: skip
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_texts, max_size=8))
+@example([b"1,2", b"[3", b"4]"])  # three values when joined, none of them any text's own
+@example([b'{"a":[1', b"2]}"])
+@example([b"[0.0000015]", b'[":1.5e-6,"]', b'{"k":12345678901234567}'])
+def test_loads_canonical_many_answers_as_loads_canonical(texts: list[bytes]) -> None:
+    got = loads_canonical_many(texts)
+    want = [loads_canonical(t) for t in texts]
+    assert [g is UNSURE for g in got] == [w is UNSURE for w in want]
+    assert repr([g for g in got if g is not UNSURE]) == repr([w for w in want if w is not UNSURE])
 
 
 @settings(max_examples=3000, deadline=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -250,6 +251,51 @@ def test_fast_envelope_parsing_answers_as_the_reference(where: str, value: Any) 
         record[where] = value
     want = _outcome(SignedRecord.from_json_reference, record)
     assert _outcome(SignedRecord.from_json, record) == want
+
+
+@st.composite
+def _log_items(draw: st.DrawFn) -> list[Any]:
+    """A few record envelopes as a bundle holds them: mostly honest, some near misses."""
+    items = []
+    for _ in range(draw(st.integers(0, 5))):
+        payload = draw(st.sampled_from(_encodings(draw(_record_json()))))
+        obj = _envelope_json(payload)
+        if draw(st.integers(0, 5)) == 0:  # an odd envelope: the one-by-one path
+            obj[draw(st.sampled_from(["payloadType", "extra"]))] = draw(_json)
+        items.append(obj)
+    return items
+
+
+@settings(max_examples=300, deadline=None)
+@given(_log_items())
+def test_many_records_parse_as_each_one_alone(items: list[Any]) -> None:
+    """The batched parse of a log answers as from_json item by item: the records, or the
+    first bad item's error under its own name."""
+
+    def each(objs: list[Any], *, field: str) -> Any:
+        return [SignedRecord.from_json(o, field=f"{field}[{i}]") for i, o in enumerate(objs)]
+
+    def outcome(parse: Any) -> Any:
+        try:
+            parsed = parse(items, field="log")
+        except FormatError as exc:
+            return "error", (exc.message, exc.expected, exc.got)
+        return "ok", [(s.record, s.envelope, s.leaf_data(), s.record.digest) for s in parsed]
+
+    assert outcome(SignedRecord.many_from_json) == outcome(each)
+
+
+def test_payloads_that_only_parse_together_are_refused_one_by_one() -> None:
+    """Joined with commas (as the batched parse joins payloads into one JSON array) these three
+    payloads read as three valid records; alone, none is one."""
+    writer = RecordWriter("run-1", _KEY)
+    c0, c1, c2 = (writer.write("train.steps", STEPS).record.canonical() for _ in range(3))
+    cut = c2.index(b',"prev"')
+    split = [c0 + b"," + c1, c2[:cut], c2[cut + 1 :]]
+    joined = msgspec.json.decode(b"[" + b",".join(split) + b"]")
+    assert [Record.from_json(v).canonical() for v in joined] == [c0, c1, c2]
+    with pytest.raises(FormatError, match=r"log\[0\] payload"):
+        SignedRecord.many_from_json([_envelope_json(p) for p in split], field="log")
 
 
 def test_non_canonical_base64_padding_keeps_the_canonical_leaf() -> None:
