@@ -30,6 +30,7 @@ so the answers — records, leaves, digests and error messages — are those of
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,7 +76,12 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def is_run_id(value: object) -> bool:
     """Whether ``value`` is a run id: 1-128 characters of ``[A-Za-z0-9._-]``, not starting with
     ``.``, ``_`` or ``-`` (the whole string: a trailing newline is not allowed either)."""
-    return isinstance(value, str) and _RUN_ID.fullmatch(value) is not None
+    return isinstance(value, str) and _matches_run_id(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _matches_run_id(value: str) -> bool:  # cached: every record of a log names the same run
+    return _RUN_ID.fullmatch(value) is not None
 
 
 _SHA256_NAME = re.compile(r"sha256:[0-9a-f]{64}")
@@ -114,6 +120,9 @@ BODY_FIELDS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
     "run.end": {"step": (_INT,), "model": (_OBJ,), "tensors": (_STR,), "last_checkpoint": (_STR,)},
 }
 RECORD_TYPES = tuple(BODY_FIELDS)
+# The first kind of every required field, per type: a body whose fields have exactly these types
+# (bool is not int here) passes the kind checks without a statement per field.
+_USUAL_KINDS = {t: tuple(kinds[0] for kinds in f.values()) for t, f in BODY_FIELDS.items()}
 
 
 @dataclass(frozen=True)
@@ -181,19 +190,27 @@ class Record:
             raise FormatError(f"{field}.time must be an RFC 3339 string")
         if not isinstance(body, dict):
             raise FormatError(f"{field}.body must be a JSON object")
-        for name, kinds in BODY_FIELDS[rtype].items():
-            value = body.get(name, _MISSING)
-            if value is _MISSING:
-                raise FormatError(f"{field}.body.{name} is required for {rtype} records")
-            if not isinstance(value, kinds) or isinstance(value, bool):
-                raise FormatError(
-                    f"{field}.body.{name} has the wrong JSON kind",
-                    expected=[k.__name__ for k in kinds],
-                    got=type(value).__name__,
-                )
+        fields = BODY_FIELDS[rtype]
+        if tuple(map(type, map(body.get, fields))) != _USUAL_KINDS[rtype]:
+            _check_body(body, fields, rtype, field=field)
         if rtype == "train.steps":
             _check_steps(body, field=field)
         return _frozen(cls, type=rtype, run=run, seq=seq, prev=prev, time=time, body=body)
+
+
+def _check_body(
+    body: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]], rtype: str, *, field: str
+) -> None:
+    for name, kinds in fields.items():
+        value = body.get(name, _MISSING)
+        if value is _MISSING:
+            raise FormatError(f"{field}.body.{name} is required for {rtype} records")
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise FormatError(
+                f"{field}.body.{name} has the wrong JSON kind",
+                expected=[k.__name__ for k in kinds],
+                got=type(value).__name__,
+            )
 
 
 _FIELDS = frozenset({"type", "run", "seq", "prev", "time", "body"})

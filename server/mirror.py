@@ -251,7 +251,7 @@ class Mirror:
         b = run_bundle(self.store, info)
         with tempfile.TemporaryDirectory(prefix="attest-mirror-") as tmp:
             folder = Path(tmp)
-            (folder / "bundle.json").write_text(b.dumps())
+            b.write(folder / "bundle.json")
             (folder / "checkpoint.note").write_text(self.store.latest_checkpoint(info))
             (folder / "blobs").mkdir()
             for digest, doc in b.blobs.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import gc
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,14 @@ def test_parsing_pauses_the_collector_and_restores_it(bundle_json: dict[str, Any
             assert not gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_a_written_bundle_reads_back_as_the_same_bundle(
+    bundle_json: dict[str, Any], tmp_path: Path
+) -> None:
+    bundle = Bundle.from_json({**bundle_json, "keys": {"trainer": "clé ✓", "server": "😀"}})
+    path = tmp_path / "b.json"
+    bundle.write(path)
+    assert Bundle.read(path) == bundle
+    assert json.loads(path.read_text(encoding="utf-8")) == bundle.to_json()
+    assert bundle.dumps() == path.read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ async def bundle(info: ReadableRun, state: StateDep) -> Response:
     and the signed statement once the trainer stored it."""
     b = await run_in_threadpool(run_bundle, state.store, info)
     return Response(
-        b.dumps(),
+        b.dump_bytes(),
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="{info.name}.bundle.json"'},
     )
