@@ -101,8 +101,14 @@ class Bundle:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise FormatError(f"cannot read bundle {path}: {exc.strerror}") from None
+        return cls.loads(data, what=f"bundle {path}")
+
+    @classmethod
+    def loads(cls, data: bytes | str, *, what: str = "bundle") -> Bundle:
+        """The bundle in JSON text ``data``, parsed strictly (duplicate keys, NaN and the like
+        are refused, naming ``what``)."""
         with paused_gc():
-            return cls.from_json(strict_json_loads(data, what=f"bundle {path}"))
+            return cls._from_json(strict_json_loads(data, what=what))
 
     @classmethod
     def from_json(cls, obj: object) -> Bundle:

@@ -20,7 +20,6 @@ from pathlib import Path
 import click
 
 from attest.bundle import Bundle
-from attest.canonical import strict_json_loads
 from attest.client import tree_size_of
 from attest.errors import AttestError
 
@@ -78,7 +77,7 @@ def export_command(
     token = token_ or os.environ.get("ATTEST_TOKEN")
     base = f"{server.rstrip('/')}/v1/runs/{urllib.parse.quote(run, safe='')}"
     try:
-        bundle = Bundle.from_json(strict_json_loads(_get(f"{base}/bundle", token), what="bundle"))
+        bundle = Bundle.loads(_get(f"{base}/bundle", token), what="bundle")
     except AttestError as exc:
         raise click.ClickException(f"the server's bundle is malformed: {exc.message}") from None
     path = out or Path(f"{run}.bundle.json")

@@ -166,7 +166,8 @@ class HttpDestination:
         return self._request("GET", f"/v1/runs/{run}/checkpoint").text
 
     def export(self, run: str) -> Bundle:
-        return Bundle.from_json(self._request("GET", f"/v1/runs/{run}/bundle").json())
+        data = self._request("GET", f"/v1/runs/{run}/bundle").content
+        return Bundle.loads(data, what=f"bundle of run {run} from {self.url}")
 
     def close(self) -> None:
         with self._lock:

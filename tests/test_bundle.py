@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import gc
+import json
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +133,11 @@ def test_a_written_bundle_reads_back_as_the_same_bundle(
     assert Bundle.read(path) == bundle
     assert json.loads(path.read_text(encoding="utf-8")) == bundle.to_json()
     assert bundle.dumps() == path.read_text(encoding="utf-8")
+
+
+def test_bundle_text_with_a_duplicate_key_is_refused(bundle_json: dict[str, Any]) -> None:
+    text = json.dumps(bundle_json)
+    assert Bundle.loads(text) == Bundle.from_json(bundle_json)
+    twice = text.replace('"run": "run-1"', '"run": "run-1", "run": "run-2"', 1)
+    with pytest.raises(FormatError, match="downloaded: duplicate JSON key 'run'"):
+        Bundle.loads(twice, what="downloaded")
