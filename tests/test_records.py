@@ -334,3 +334,12 @@ def test_run_ids_outside_the_pattern_are_refused(trainer_key: TrainerKey, run: A
 @pytest.mark.parametrize("run", ["r", "run-1", "Run_2.b", "a" * 128])
 def test_run_ids_in_the_pattern_are_accepted(run: str) -> None:
     assert is_run_id(run)
+
+
+def test_usual_envelopes_take_the_fast_path() -> None:
+    """Speed, not answers (the tests above compare those): a writer's envelope must fit the
+    shape msgspec checks, or every record of a large log would take the general path."""
+    from attest.records import _plain_envelope
+
+    envelope = RecordWriter("run-1", _KEY).write("train.steps", STEPS).to_json()
+    assert _plain_envelope(envelope) is not None
