@@ -173,7 +173,7 @@ class Plateau(TiedNorm):
 
 
 class RAdamModel(TiedNorm):
-    """:class:`TiedNorm` on RAdam (unrectified first steps: no per-coordinate bound)."""
+    """:class:`TiedNorm` on RAdam (unrectified first steps, bounded by the gradient norms)."""
 
     def configure_optimizers(self) -> Any:
         return torch.optim.RAdam(self.parameters(), lr=0.05)

@@ -22,6 +22,7 @@ from attest.verifier.updatebound import (
     adam_step_bound,
     adamax_step_bound,
     nadam_step_bound,
+    radam_step_bound,
     rmsprop_step_bound,
 )
 
@@ -217,6 +218,24 @@ _PER_COORDINATE: dict[str, tuple[Any, Any]] = {
         lambda t: adamax_step_bound(t, 0.9, 0.999),
     ),
 }
+
+
+@pytest.mark.parametrize("grads", _ADVERSARIAL.values(), ids=list(_ADVERSARIAL))
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)])
+def test_radam_steps_stay_within_their_bound(
+    grads: list[float], betas: tuple[float, float]
+) -> None:
+    """Unrectified, RAdam moves by its bias-corrected momentum (at most the largest gradient so
+    far); rectified, by Adam's step times a factor below 1."""
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.RAdam([p], lr=1.0, betas=betas, eps=1e-30)
+    for t, g in enumerate(grads, start=1):
+        before = float(p.detach())
+        p.grad = torch.tensor([g])
+        opt.step()
+        peak = max(abs(x) for x in grads[:t])
+        bound = radam_step_bound(t, *betas, peak)
+        assert abs(float(p.detach()) - before) <= bound * (1 + 1e-5) + 1e-12, t
 
 
 @pytest.mark.parametrize("grads", _ADVERSARIAL.values(), ids=list(_ADVERSARIAL))

@@ -135,6 +135,42 @@ def test_a_step0_optimizer_state_is_fresh_only_without_a_trajectory() -> None:
     assert _not_fresh(stepped_back) == "parameter 0: exp_avg is not one constant"
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_radam_interval_bound_holds_for_its_own_steps_and_not_for_a_jump(
+    weight_decay: float,
+) -> None:
+    """Twelve RAdam steps from step 0 (the first five unrectified, bounded by the logged
+    gradient norms) stay within the interval bound; the same weights moved 10 further do not.
+    (An unrectified step may move a coordinate by lr times the whole gradient's norm: a loose
+    bound for a wide tensor, hence the large jump.)"""
+    from types import SimpleNamespace
+
+    import torch
+
+    from attest.verifier.updatebound import _peak_grad_norms, _per_coordinate_interval
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(64))
+    opt = torch.optim.RAdam([p], lr=0.01, weight_decay=weight_decay)
+    start, norms = p.detach().clone(), []
+    for _ in range(12):
+        opt.zero_grad()
+        (p.pow(4).sum() + 3 * p.sum()).backward()
+        norms.append(float(p.grad.norm()))  # type: ignore[union-attr]
+        opt.step()
+    peak = _peak_grad_norms({s: SimpleNamespace(grad_norm=n) for s, n in enumerate(norms)}, 12)
+    groups = opt.state_dict()["param_groups"]
+
+    def ratio(end: torch.Tensor) -> float:
+        worst, _ = _per_coordinate_interval(
+            "radam", groups, [0.01] * 12, 0, 1.0, {"p": (start, end)}, peak
+        )
+        return worst[1]
+
+    assert 0.2 < ratio(p.detach()) <= 1.0  # within the bound, and not by a vacuous margin
+    assert ratio(p.detach() + 10.0) > 1.0
+
+
 def test_update_bounds_apply_only_to_the_optimizers_they_were_derived_for() -> None:
     import torch
 
@@ -159,7 +195,7 @@ def test_update_bounds_apply_only_to_the_optimizers_they_were_derived_for() -> N
         "AdamW": "adam",
         "SGD": "sgd",
         "NAdam": "nadam",
-        "RAdam": None,
+        "RAdam": "radam",
         "Adamax": "adamax",
         "RMSprop": "rmsprop",
         "Adagrad": "adagrad",

@@ -252,16 +252,17 @@ def test_a_fresh_two_class_model_below_nine_tenths_of_ln_2_is_not_called_trained
         (RmsProp, Status.PASS),
         (AdaGrad, Status.PASS),
         (NAdamModel, Status.PASS),
-        (RAdamModel, Status.SKIPPED),
+        (RAdamModel, Status.PASS),
     ],
 )
 def test_each_optimizer_is_judged_by_its_own_update_bound_or_none(
     tmp_path: Path, model_class: type, bound_status: Status
 ) -> None:
     """RMSprop keeps ``momentum`` like SGD and NAdam keeps ``betas`` like Adam, but neither
-    steps by their rules: judged by those bounds, honest runs failed. RMSprop, Adagrad and
-    NAdam now have bounds of their own; RAdam has none (skipped, not failed). Adagrad creates
-    its accumulators at construction, so its step-0 state is not empty yet fresh."""
+    steps by their rules: judged by those bounds, honest runs failed. RMSprop, Adagrad, NAdam
+    and RAdam have bounds of their own (RAdam's first, unrectified steps from the logged gradient
+    norms). Adagrad creates its accumulators at construction, so its step-0 state is not empty
+    yet fresh."""
     verdict = _verify(_train(tmp_path, model_class=model_class), tmp_path)
     bound = verdict.result("scratch.update_bound")
     assert bound is not None and bound.status is bound_status, bound

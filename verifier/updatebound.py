@@ -12,9 +12,12 @@ recursion. RMSprop (not centred) and Adagrad normalise each coordinate too:
 ``v_t ≥ (1−α)g_t²`` bounds RMSprop's normalised gradient by ``1/√(1−α)`` (times the momentum
 sum ``Σ μ^k``), and ``Σ g² ≥ g_t²`` bounds Adagrad's by 1, so they take the per-coordinate rule
 with those constants; NAdam and Adamax have per-coordinate bounds of the same kind
-(:func:`nadam_step_bound`, :func:`adamax_step_bound`). Other optimizers (RAdam, centred
-RMSprop, Lion, …) step by other rules: the check is skipped for them rather than judged by a
-bound that does not hold. The RMS
+(:func:`nadam_step_bound`, :func:`adamax_step_bound`). RAdam's rectified steps are Adam's times
+a rectification factor below 1, and its first steps (variance not yet tractable) move by the
+bias-corrected momentum alone, a weighted mean of past gradients, so by at most the largest
+logged gradient norm so far (:func:`radam_step_bound`). Other optimizers (centred RMSprop,
+Lion, …) step by other rules: the check is skipped for them rather than judged by a bound that
+does not hold. The RMS
 movement per tensor over ``Σ lr`` is reported; for Adam, above 1.5 (faster than Adam moves in
 practice) it is a warning.
 """
@@ -39,6 +42,7 @@ __all__ = [
     "adamax_step_bound",
     "check_update_bound",
     "nadam_step_bound",
+    "radam_step_bound",
     "rmsprop_step_bound",
 ]
 
@@ -48,6 +52,7 @@ _NAMES = {
     "adamax": "Adamax",
     "rmsprop": "RMSprop",
     "adagrad": "Adagrad",
+    "radam": "RAdam",
 }
 UPDATE_WARN = 1.5  # RMS |Δθ| / Σ lr above which a tensor moved faster than Adam normally does
 _ROUNDING = 1e-6  # float32 rounding allowance per unit of |θ| and step
@@ -117,9 +122,18 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
         ]
         report: dict[str, Any] = {"from": a, "to": b, "sum_lr": sum(lrs)}
         kind = _kind(groups)
+        peak = _peak_grad_norms(rows, b)
+        if kind == "radam" and any(peak[t - 1] is None for t in _radam_unrectified(groups, a, b)):
+            return _result(
+                key,
+                Status.SKIPPED,
+                "could not check: RAdam's first steps are bounded by the logged gradient norms,"
+                f" and steps before {b} lack them",
+                basis,
+            )
         if kind in _NAMES:
             worst, rms = _per_coordinate_interval(
-                kind, groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names}
+                kind, groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names}, peak
             )
             report |= {
                 "optimizer": kind,
@@ -182,14 +196,16 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
 def _kind(groups: list[Mapping[str, Any]]) -> str | None:
     """Which bound applies, told apart by the hyperparameters each torch optimizer keeps in its
     parameter groups: ``"adam"`` (Adam, AdamW, amsgrad or not), ``"nadam"``, ``"adamax"``,
-    ``"rmsprop"`` (not centred), ``"adagrad"``, ``"sgd"`` (with or without momentum and
-    Nesterov), or ``None``. Optimizers that keep ``betas`` or ``momentum`` too but step by other
-    rules (RAdam, centred RMSprop, Lion, …) get no bound rather than a wrong one."""
+    ``"radam"``, ``"rmsprop"`` (not centred), ``"adagrad"``, ``"sgd"`` (with or without momentum
+    and Nesterov), or ``None``. Optimizers that keep ``betas`` or ``momentum`` too but step by
+    other rules (centred RMSprop, Lion, …) get no bound rather than a wrong one."""
     keys = set(groups[0])
     if {"betas", "amsgrad"} <= keys and not keys & {"momentum_decay", "alpha"}:
         return "adam"
     if {"betas", "momentum_decay"} <= keys:
         return "nadam"
+    if {"betas", "decoupled_weight_decay"} <= keys and not keys & {"amsgrad", "alpha"}:
+        return "radam"
     if {"betas", "eps", "capturable"} <= keys and not keys & {
         "amsgrad",
         "decoupled_weight_decay",
@@ -253,6 +269,25 @@ def adamax_step_bound(t: int, beta1: float, beta2: float) -> float:
     return (1 - beta1) / (1 - beta1**t) * series
 
 
+def radam_step_bound(t: int, beta1: float, beta2: float, largest_grad: float) -> float:
+    """Largest per-coordinate step of RAdam at step ``t ≥ 1`` over ``lr`` (torch's rule). While
+    the variance's length ``ρ_t = ρ_∞ − 2tβ₂ᵗ/(1−β₂ᵗ)`` is at most 5 the step is the
+    bias-corrected momentum, a weighted mean of the gradients so far: at most
+    ``largest_grad``, the largest gradient norm up to ``t``. After that it is Adam's step times
+    the rectification ``r_t = √((ρ_t−4)(ρ_t−2)ρ_∞ / ((ρ_∞−4)(ρ_∞−2)ρ_t)) ≤ 1``."""
+    rho_inf, rho_t = _radam_rho(t, beta2)
+    if rho_t <= 5:
+        return largest_grad
+    rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    return rect * adam_step_bound(t, beta1, beta2)
+
+
+def _radam_rho(t: int, beta2: float) -> tuple[float, float]:
+    """RAdam's ``ρ_∞`` and ``ρ_t``: it rectifies step ``t`` only when ``ρ_t > 5``."""
+    rho_inf = 2 / (1 - beta2) - 1
+    return rho_inf, rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+
+
 def rmsprop_step_bound(t: int, alpha: float, momentum: float) -> float:
     """Largest per-coordinate step of (non-centred) RMSprop at step ``t ≥ 1`` over ``lr``:
     ``v_t ≥ (1−α)·g_t²`` bounds each normalised gradient by ``1/√(1−α)``, and the momentum
@@ -261,16 +296,42 @@ def rmsprop_step_bound(t: int, alpha: float, momentum: float) -> float:
     return max(terms, 1.0) / math.sqrt(1 - alpha)
 
 
-def _step_bound(kind: str, groups: list[dict[str, Any]]) -> Callable[[int], float]:
+def _peak_grad_norms(rows: Mapping[int, Any], stop: int) -> list[float | None]:
+    """For each step ``s < stop``, the largest logged gradient norm of steps ``0…s`` (``None``
+    from the first step without one on)."""
+    peaks: list[float | None] = []
+    peak: float | None = 0.0
+    for s in range(stop):
+        norm = rows[s].grad_norm if s in rows else None
+        peak = None if peak is None or norm is None else max(peak, float(norm))
+        peaks.append(peak)
+    return peaks
+
+
+def _radam_unrectified(groups: list[dict[str, Any]], a: int, b: int) -> list[int]:
+    """The optimizer steps ``t`` in ``(a, b]`` that some group of RAdam takes unrectified."""
+    beta2s = {float(g["betas"][1]) for g in groups}
+    return [t for t in range(a + 1, b + 1) if any(_radam_rho(t, b2)[1] <= 5 for b2 in beta2s)]
+
+
+def _step_bound(
+    kind: str, groups: list[dict[str, Any]], peak: list[float | None]
+) -> Callable[[int], float]:
     """``t ↦`` the largest ``|Δθᵢ| / lr_t`` at step ``t`` for a per-coordinate optimizer
     (worst case over the groups). Adagrad: ``Σg² ≥ g_t²`` bounds its normalised gradient by 1,
-    and its decayed rate is at most the logged ``lr``."""
+    and its decayed rate is at most the logged ``lr``. RAdam's unrectified steps take
+    ``peak[t − 1]``, the largest gradient norm logged up to step ``t`` (the caller has made
+    sure those are known)."""
     if kind == "adam":
         beta1 = max(float(g["betas"][0]) for g in groups)
         beta2 = min(float(g["betas"][1]) for g in groups)
         return lambda t: adam_step_bound(t, beta1, beta2)
-    if kind in ("nadam", "adamax"):
+    if kind in ("nadam", "adamax", "radam"):
         pairs = [(float(g["betas"][0]), float(g["betas"][1])) for g in groups]
+        if kind == "radam":  # a missing peak (inf) only ever meets rectified steps
+            return lambda t: max(
+                radam_step_bound(t, b1, b2, _or_inf(peak[t - 1])) for b1, b2 in pairs
+            )
         if kind == "adamax":
             return lambda t: max(adamax_step_bound(t, b1, b2) for b1, b2 in pairs)
         decays = [float(g["momentum_decay"]) for g in groups]
@@ -281,6 +342,10 @@ def _step_bound(kind: str, groups: list[dict[str, Any]]) -> Callable[[int], floa
         mu = max(float(g.get("momentum", 0.0)) for g in groups)
         return lambda t: rmsprop_step_bound(t, alpha, mu)
     return lambda t: 1.0
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else value
 
 
 def _is_buffer(name: str) -> bool:
@@ -294,14 +359,16 @@ def _per_coordinate_interval(
     a: int,
     scale: float,
     pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    peak: list[float | None],
 ) -> tuple[tuple[str, float], dict[str, float]]:
-    bound = _step_bound(kind, groups)
+    bound = _step_bound(kind, groups, peak)
     wd = max(float(g.get("weight_decay", 0.0)) for g in groups)
     # Coupled decay (Adam, RMSprop, Adagrad) goes through the gradient, which the step bound
     # already covers; decoupled decay (AdamW, or an Adam group that does not say) shrinks θ by
-    # lr·wd·θ per step on top.
-    coupled = kind in ("rmsprop", "adagrad", "adamax") or all(
-        g.get("decoupled_weight_decay") is False for g in groups
+    # lr·wd·θ per step on top. RAdam's first steps take their bound from the logged gradient
+    # norm, which does not hold coupled decay's wd·θ, so its decay is always counted.
+    coupled = kind in ("rmsprop", "adagrad", "adamax") or (
+        kind != "radam" and all(g.get("decoupled_weight_decay") is False for g in groups)
     )
     move = sum(lr * scale * bound(a + i + 1) for i, lr in enumerate(lrs))
     decay = 0.0 if coupled else sum(lrs) * scale * wd
