@@ -289,46 +289,33 @@ def _plain_envelope(obj: object) -> tuple[Envelope, bytes] | None:
 
 
 def _plain_from_wire(wire: _EnvelopeWire) -> tuple[Envelope, bytes] | None:
+    """The envelope and log leaf of an envelope of the usual shape; ``None`` when its base64
+    is not valid (the general path then names the field)."""
     try:
         payload, text = _b64_decode(wire.payload)
-        parsed, parts = [], []
-        for s in wire.signatures:
-            sig, sig_text = _b64_decode(s.sig)
-            parsed.append(EnvelopeSignature(s.keyid, sig))
-            parts.append(f'{{"keyid":"{s.keyid}","sig":"{sig_text}"}}')
+        sigs = [(s.keyid, *_b64_decode(s.sig)) for s in wire.signatures]
     except (binascii.Error, ValueError):
         return None
-    leaf = (
-        f'{{"payload":"{text}","payloadType":"{RECORD_PAYLOAD_TYPE}",'
-        f'"signatures":[{",".join(parts)}]}}'
+    parts = ",".join(f'{{"keyid":"{keyid}","sig":"{sig_text}"}}' for keyid, _, sig_text in sigs)
+    leaf = f'{{"payload":"{text}","payloadType":"{RECORD_PAYLOAD_TYPE}","signatures":[{parts}]}}'
+    signatures = tuple(_frozen(EnvelopeSignature, keyid=keyid, sig=sig) for keyid, sig, _ in sigs)
+    envelope = _frozen(
+        Envelope, payload_type=RECORD_PAYLOAD_TYPE, payload=payload, signatures=signatures
     )
-    return Envelope(RECORD_PAYLOAD_TYPE, payload, tuple(parsed)), leaf.encode()
+    return envelope, leaf.encode()
 
 
-def _plain_signed(
-    wire: _EnvelopeWire, payload: bytes, text: str, value: Any
-) -> SignedRecord | None:
-    """The signed record of a one-signature :class:`_EnvelopeWire` whose payload decoded from
-    the standard base64 ``text`` and is the canonical encoding of ``value``; ``None`` where
-    :meth:`SignedRecord.from_json` must answer (a bad record, a bad signature encoding, a leaf
-    over the size limit), so that its error is the one raised."""
-    s = wire.signatures[0]
+def _plain_signed(envelope: Envelope, leaf: bytes, value: Any) -> SignedRecord | None:
+    """The signed record of a :func:`_plain_from_wire` envelope whose payload is the canonical
+    encoding of ``value``; ``None`` where :meth:`SignedRecord.from_json` must answer (a bad
+    record, a leaf over the size limit), so that its error is the one raised."""
     try:
         record = Record.from_json(value)
-        sig, sig_text = _b64_decode(s.sig)
-    except (FormatError, binascii.Error, ValueError):
+    except FormatError:
         return None
-    leaf = (
-        f'{{"payload":"{text}","payloadType":"{RECORD_PAYLOAD_TYPE}",'
-        f'"signatures":[{{"keyid":"{s.keyid}","sig":"{sig_text}"}}]}}'
-    ).encode()
     if len(leaf) > MAX_LEAF_BYTES:
         return None
-    record.__dict__["_canonical"] = payload
-    signature = _frozen(EnvelopeSignature, keyid=s.keyid, sig=sig)
-    envelope = _frozen(
-        Envelope, payload_type=RECORD_PAYLOAD_TYPE, payload=payload, signatures=(signature,)
-    )
+    record.__dict__["_canonical"] = envelope.payload
     return _frozen(SignedRecord, record=record, envelope=envelope, _leaf=leaf)
 
 
@@ -370,18 +357,13 @@ class SignedRecord:
             wires = msgspec.convert(items, list[_EnvelopeWire])
         except msgspec.ValidationError:  # an unusual envelope somewhere: parse one by one
             return tuple(cls.from_json(obj, field=f"{field}[{i}]") for i, obj in enumerate(items))
-        try:
-            decoded = [_b64_decode(w.payload) for w in wires]
-        except (binascii.Error, ValueError):
-            return tuple(cls.from_json(obj, field=f"{field}[{i}]") for i, obj in enumerate(items))
-        values = loads_canonical_many([payload for payload, _ in decoded])
+        plain = list(map(_plain_from_wire, wires))
+        values = iter(loads_canonical_many([p[0].payload for p in plain if p is not None]))
         out = []
-        for i, (wire, (payload, text), value) in enumerate(
-            zip(wires, decoded, values, strict=True)
-        ):
+        for i, fast in enumerate(plain):
             signed = None
-            if value is not UNSURE and len(wire.signatures) == 1:
-                signed = _plain_signed(wire, payload, text, value)
+            if fast is not None and (value := next(values)) is not UNSURE:
+                signed = _plain_signed(*fast, value)
             out.append(signed or cls.from_json(items[i], field=f"{field}[{i}]"))
         return tuple(out)
 
