@@ -257,8 +257,7 @@ def loads_canonical_many(texts: Sequence[bytes]) -> list[Any]:
 # Byte classes for finding _LONG_INTEGER in a large text with bytes.find: a digit becomes "0",
 # a character that may precede an integer token becomes "p", anything else "x".
 _TOKEN_CLASSES = bytes(
-    ord("0") if chr(b).isdigit() and b < 128 else ord("p") if b in b"-:,[" else ord("x")
-    for b in range(256)
+    ord("0") if b in b"0123456789" else ord("p") if b in b"-:,[" else ord("x") for b in range(256)
 )
 _LONG_INTEGER_MARKS = b"p" + b"0" * 16
 
