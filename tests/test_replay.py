@@ -147,7 +147,7 @@ def test_radam_interval_bound_holds_for_its_own_steps_and_not_for_a_jump(
 
     import torch
 
-    from attest.verifier.updatebound import _peak_grad_norms, _per_coordinate_interval
+    from attest.verifier.updatebound import _per_coordinate_interval, _radam_gradient_peaks
 
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(64))
@@ -158,12 +158,17 @@ def test_radam_interval_bound_holds_for_its_own_steps_and_not_for_a_jump(
         (p.pow(4).sum() + 3 * p.sum()).backward()
         norms.append(float(p.grad.norm()))  # type: ignore[union-attr]
         opt.step()
-    peak = _peak_grad_norms({s: SimpleNamespace(grad_norm=n) for s, n in enumerate(norms)}, 12)
     groups = opt.state_dict()["param_groups"]
+    rows = {s: SimpleNamespace(grad_norm=n) for s, n in enumerate(norms)}
+    peaks = _radam_gradient_peaks(rows, groups, 0, 12)
+    assert peaks is not None and sorted(peaks) == [1, 2, 3, 4, 5]  # the unrectified steps
+    assert (
+        _radam_gradient_peaks({**rows, 2: SimpleNamespace(grad_norm=None)}, groups, 0, 12) is None
+    )
 
     def ratio(end: torch.Tensor) -> float:
         worst, _ = _per_coordinate_interval(
-            "radam", groups, [0.01] * 12, 0, 1.0, {"p": (start, end)}, peak
+            "radam", groups, [0.01] * 12, 0, 1.0, {"p": (start, end)}, peaks
         )
         return worst[1]
 

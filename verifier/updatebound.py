@@ -122,8 +122,8 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
         ]
         report: dict[str, Any] = {"from": a, "to": b, "sum_lr": sum(lrs)}
         kind = _kind(groups)
-        peak = _peak_grad_norms(rows, b)
-        if kind == "radam" and any(peak[t - 1] is None for t in _radam_unrectified(groups, a, b)):
+        peaks = _radam_gradient_peaks(rows, groups, a, b) if kind == "radam" else {}
+        if peaks is None:
             return _result(
                 key,
                 Status.SKIPPED,
@@ -133,7 +133,7 @@ def check_update_bound(ctx: VerifyContext, *, parameters: set[str] | None) -> Ch
             )
         if kind in _NAMES:
             worst, rms = _per_coordinate_interval(
-                kind, groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names}, peak
+                kind, groups, lrs, a, scale, {k: (wa[k], wb[k]) for k in names}, peaks
             )
             report |= {
                 "optimizer": kind,
@@ -296,41 +296,43 @@ def rmsprop_step_bound(t: int, alpha: float, momentum: float) -> float:
     return max(terms, 1.0) / math.sqrt(1 - alpha)
 
 
-def _peak_grad_norms(rows: Mapping[int, Any], stop: int) -> list[float | None]:
-    """For each step ``s < stop``, the largest logged gradient norm of steps ``0…s`` (``None``
-    from the first step without one on)."""
-    peaks: list[float | None] = []
-    peak: float | None = 0.0
-    for s in range(stop):
-        norm = rows[s].grad_norm if s in rows else None
-        peak = None if peak is None or norm is None else max(peak, float(norm))
-        peaks.append(peak)
+def _radam_gradient_peaks(
+    rows: Mapping[int, Any], groups: list[dict[str, Any]], a: int, b: int
+) -> dict[int, float] | None:
+    """For each optimizer step ``t`` in ``(a, b]`` that some group of RAdam takes unrectified,
+    the largest gradient norm logged up to ``t`` (logged step ``t − 1``); ``None`` when a norm
+    it needs is missing. ``ρ_t`` grows with ``t``, so the unrectified steps are the first few."""
+    beta2s = {float(g["betas"][1]) for g in groups}
+    peaks: dict[int, float] = {}
+    peak = 0.0
+    for t in range(1, b + 1):
+        if all(_radam_rho(t, beta2)[1] > 5 for beta2 in beta2s):
+            break
+        norm = rows[t - 1].grad_norm if t - 1 in rows else None
+        if norm is None:
+            return None
+        peak = max(peak, float(norm))
+        if t > a:
+            peaks[t] = peak
     return peaks
 
 
-def _radam_unrectified(groups: list[dict[str, Any]], a: int, b: int) -> list[int]:
-    """The optimizer steps ``t`` in ``(a, b]`` that some group of RAdam takes unrectified."""
-    beta2s = {float(g["betas"][1]) for g in groups}
-    return [t for t in range(a + 1, b + 1) if any(_radam_rho(t, b2)[1] <= 5 for b2 in beta2s)]
-
-
 def _step_bound(
-    kind: str, groups: list[dict[str, Any]], peak: list[float | None]
+    kind: str, groups: list[dict[str, Any]], peaks: Mapping[int, float]
 ) -> Callable[[int], float]:
     """``t ↦`` the largest ``|Δθᵢ| / lr_t`` at step ``t`` for a per-coordinate optimizer
     (worst case over the groups). Adagrad: ``Σg² ≥ g_t²`` bounds its normalised gradient by 1,
     and its decayed rate is at most the logged ``lr``. RAdam's unrectified steps take
-    ``peak[t − 1]``, the largest gradient norm logged up to step ``t`` (the caller has made
-    sure those are known)."""
+    ``peaks[t]`` (:func:`_radam_gradient_peaks`, which holds every one of them)."""
     if kind == "adam":
         beta1 = max(float(g["betas"][0]) for g in groups)
         beta2 = min(float(g["betas"][1]) for g in groups)
         return lambda t: adam_step_bound(t, beta1, beta2)
     if kind in ("nadam", "adamax", "radam"):
         pairs = [(float(g["betas"][0]), float(g["betas"][1])) for g in groups]
-        if kind == "radam":  # a missing peak (inf) only ever meets rectified steps
+        if kind == "radam":  # only rectified steps lack a peak, and they do not use it
             return lambda t: max(
-                radam_step_bound(t, b1, b2, _or_inf(peak[t - 1])) for b1, b2 in pairs
+                radam_step_bound(t, b1, b2, peaks.get(t, math.inf)) for b1, b2 in pairs
             )
         if kind == "adamax":
             return lambda t: max(adamax_step_bound(t, b1, b2) for b1, b2 in pairs)
@@ -344,10 +346,6 @@ def _step_bound(
     return lambda t: 1.0
 
 
-def _or_inf(value: float | None) -> float:
-    return math.inf if value is None else value
-
-
 def _is_buffer(name: str) -> bool:
     return name.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
@@ -359,9 +357,9 @@ def _per_coordinate_interval(
     a: int,
     scale: float,
     pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-    peak: list[float | None],
+    peaks: Mapping[int, float],
 ) -> tuple[tuple[str, float], dict[str, float]]:
-    bound = _step_bound(kind, groups, peak)
+    bound = _step_bound(kind, groups, peaks)
     wd = max(float(g.get("weight_decay", 0.0)) for g in groups)
     # Coupled decay (Adam, RMSprop, Adagrad) goes through the gradient, which the step bound
     # already covers; decoupled decay (AdamW, or an Adam group that does not say) shrinks θ by
