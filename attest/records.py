@@ -305,20 +305,6 @@ def _plain_from_wire(wire: _EnvelopeWire) -> tuple[Envelope, bytes] | None:
     return envelope, leaf.encode()
 
 
-def _plain_signed(envelope: Envelope, leaf: bytes, value: Any) -> SignedRecord | None:
-    """The signed record of a :func:`_plain_from_wire` envelope whose payload is the canonical
-    encoding of ``value``; ``None`` where :meth:`SignedRecord.from_json` must answer (a bad
-    record, a leaf over the size limit), so that its error is the one raised."""
-    try:
-        record = Record.from_json(value)
-    except FormatError:
-        return None
-    if len(leaf) > MAX_LEAF_BYTES:
-        return None
-    record.__dict__["_canonical"] = envelope.payload
-    return _frozen(SignedRecord, record=record, envelope=envelope, _leaf=leaf)
-
-
 def _frozen(cls: type[_T], **fields: Any) -> _T:
     """An instance of the frozen dataclass ``cls`` holding ``fields`` (every field, already
     checked, plus any cached value), made without the generated ``__init__``, whose
@@ -361,10 +347,11 @@ class SignedRecord:
         values = iter(loads_canonical_many([p[0].payload for p in plain if p is not None]))
         out = []
         for i, fast in enumerate(plain):
-            signed = None
-            if fast is not None and (value := next(values)) is not UNSURE:
-                signed = _plain_signed(*fast, value)
-            out.append(signed or cls.from_json(items[i], field=f"{field}[{i}]"))
+            where = f"{field}[{i}]"
+            if fast is None:
+                out.append(cls.from_json(items[i], field=where))
+            else:  # what from_json does with this envelope, its payload already parsed
+                out.append(cls._parse(fast[0], field=where, leaf=fast[1], value=next(values)))
         return tuple(out)
 
     @classmethod
@@ -416,7 +403,7 @@ class SignedRecord:
         else:  # the payload is the canonical encoding of obj, hence of the record
             record = Record.from_json(obj, field=field)
             record.__dict__["_canonical"] = envelope.payload
-        signed = cls(record, envelope)
+        signed = _frozen(cls, record=record, envelope=envelope)
         if leaf is not None:
             signed.__dict__["_leaf"] = leaf
         size = len(signed.leaf_data())
