@@ -36,13 +36,14 @@ encoding (then it equals what :func:`strict_json_loads` reads).
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import itertools
 import json
 import math
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -103,6 +104,16 @@ def _respelled(value: float) -> Any:
 
 # msgspec's spelling of a float in [1e-6, 1e-5) as a JSON array element or member value.
 _MSGSPEC_SMALL_FLOAT = re.compile(rb"(?<=[:,\[])(-?)([1-9])(?:\.([0-9]+))?e-6(?=[,\]}])")
+
+
+def _encoded(value: Any) -> bytes:
+    """msgspec's encoding of ``value`` with its floats in ``[1e-6, 1e-5)`` respelled: the bytes
+    are RFC 8785's unless "e-6" stood inside a string, and then they encode another value, so
+    they cannot equal a text that encodes ``value``."""
+    encoded = _ENCODER.encode(value)
+    if b"e-6" in encoded:
+        encoded = _MSGSPEC_SMALL_FLOAT.sub(_es_small_float, encoded)
+    return encoded
 
 
 def _es_small_float(match: re.Match[bytes]) -> bytes:
@@ -217,11 +228,7 @@ def loads_canonical(data: bytes) -> Any:
     """
     try:
         value = _DECODER.decode(data)
-        encoded = _ENCODER.encode(value)
-        if b"e-6" in encoded:
-            # Respelled, the bytes are RFC 8785's unless "e-6" stood inside a string, and then
-            # they encode another value, so they cannot equal ``data``, which encodes ``value``.
-            encoded = _MSGSPEC_SMALL_FLOAT.sub(_es_small_float, encoded)
+        encoded = _encoded(value)
         if (encoded == data and not _needs_reference(data)) or canonical_json(value) == data:
             return value
     except (msgspec.DecodeError, ValueError, RecursionError, FormatError):
@@ -229,29 +236,43 @@ def loads_canonical(data: bytes) -> Any:
     return UNSURE
 
 
-def loads_canonical_many(texts: Sequence[bytes]) -> list[Any]:
+def loads_canonical_many(texts: Sequence[bytes], *, into: Any = Any) -> list[Any]:
     """``[loads_canonical(t) for t in texts]``, for many small texts (a log's records) at once.
 
-    The texts are parsed as one JSON array, ``[t0,t1,...]``, in a single msgspec call. A value
-    is kept for ``texts[i]`` only when re-encoding it gives exactly ``texts[i]`` and no condition
-    of :func:`_needs_reference` holds in it: then that text is one complete JSON value, the one
-    :func:`loads_canonical` reads from it, however the commas fell. Every other text (and all of
-    them, when the array does not parse into one value per text) goes through
-    :func:`loads_canonical` alone, so the answers are its answers.
+    The texts are parsed as one JSON array, ``[t0,t1,...]``, in a single msgspec call, each
+    element read as ``into`` (any type msgspec decodes; a Struct reads a record without an
+    intermediate dict). A value is kept for ``texts[i]`` only when re-encoding it gives exactly
+    ``texts[i]`` and no condition of :func:`_needs_reference` holds in it: then that text is one
+    complete JSON value, the one :func:`loads_canonical` reads from it, however the commas fell.
+    Every other text (and all of them, when the array does not read as one ``into`` per text) is
+    answered by :func:`loads_canonical` alone, with its plain JSON value or :data:`UNSURE`.
     """
     joined = b"[" + b",".join(texts) + b"]"
     try:
-        values = _DECODER.decode(joined)
+        values = _array_decoder(into).decode(joined)
     except (msgspec.DecodeError, ValueError, RecursionError):
         values = None
-    if type(values) is not list or len(values) != len(texts):
+    if values is None or len(values) != len(texts):
         return [loads_canonical(t) for t in texts]
-    same = list(map(bytes.__eq__, map(_ENCODER.encode, values), texts))
+    encoded = list(map(_ENCODER.encode, values))
+    for i in _indices(map(bytes.__contains__, encoded, itertools.repeat(b"e-6"))):
+        encoded[i] = _encoded(values[i])
+    same = list(map(bytes.__eq__, encoded, texts))
     for i in _doubtful_texts(joined, texts):
         same[i] = False
-    for i in itertools.compress(range(len(texts)), map(operator.not_, same)):
+    for i in _indices(map(operator.not_, same)):
         values[i] = loads_canonical(texts[i])
     return values
+
+
+def _indices(flags: Iterable[bool]) -> list[int]:
+    """The positions of the true flags."""
+    return list(itertools.compress(itertools.count(), flags))
+
+
+@functools.cache
+def _array_decoder(element: Any) -> msgspec.json.Decoder[list[Any]]:
+    return msgspec.json.Decoder(list[element], float_hook=_token_float)
 
 
 # Byte classes for finding _LONG_INTEGER in a large text with bytes.find: a digit becomes "0",

@@ -29,13 +29,13 @@ so the answers — records, leaves, digests and error messages — are those of
 
 from __future__ import annotations
 
-import binascii
 import functools
+import itertools
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -49,7 +49,7 @@ from attest.canonical import (
     sha256_digest,
     strict_json_loads,
 )
-from attest.dsse import MAX_SIGNATURES, Envelope, EnvelopeSignature
+from attest.dsse import Envelope
 from attest.errors import ChainError, FormatError
 from attest.keys import TrainerKey, TrainerPublicKey
 
@@ -125,9 +125,11 @@ RECORD_TYPES = tuple(BODY_FIELDS)
 _USUAL_KINDS = {t: tuple(kinds[0] for kinds in f.values()) for t, f in BODY_FIELDS.items()}
 
 
-@dataclass(frozen=True)
-class Record:
-    """One fact of a run, before signing."""
+class Record(msgspec.Struct, frozen=True, dict=True, forbid_unknown_fields=True):
+    """One fact of a run, before signing.
+
+    A msgspec Struct, so that a log's payloads decode straight into records (no dictionary per
+    record); its ``__dict__`` only caches the canonical bytes and the digest."""
 
     type: str
     run: str
@@ -195,7 +197,7 @@ class Record:
             _check_body(body, fields, rtype, field=field)
         if rtype == "train.steps":
             _check_steps(body, field=field)
-        return _frozen(cls, type=rtype, run=run, seq=seq, prev=prev, time=time, body=body)
+        return cls(rtype, run, seq, prev, time, body)
 
 
 def _check_body(
@@ -215,7 +217,6 @@ def _check_body(
 
 _FIELDS = frozenset({"type", "run", "seq", "prev", "time", "body"})
 _MISSING = object()
-_T = TypeVar("_T")
 
 
 def _check_steps(body: Mapping[str, Any], *, field: str) -> None:
@@ -234,89 +235,73 @@ def _check_steps(body: Mapping[str, Any], *, field: str) -> None:
 
 
 def _leaf_bytes(env: Envelope) -> bytes:
-    strings = [env.payload_type] + [s.keyid for s in env.signatures]
-    if all(_PLAIN.fullmatch(s) for s in strings):
-        # Every string is printable ASCII without '"' or '\\' (base64, hex, the media
-        # type), so RFC 8785 writes each verbatim and the keys in this order: the same
-        # bytes canonical_json would produce, without its cost on large logs.
-        sigs = ",".join(f'{{"keyid":"{s.keyid}","sig":"{_b64(s.sig)}"}}' for s in env.signatures)
-        return f'{{"payload":"{_b64(env.payload)}","payloadType":"{env.payload_type}","signatures":[{sigs}]}}'.encode()
-    return canonical_json(env.to_json())
+    return _leaves((env,))[0]
 
 
-def _b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode()
+def _leaves(envelopes: Sequence[Envelope]) -> list[bytes]:
+    """The log leaf of each envelope: RFC 8785 of its JSON."""
+    strings = {e.payload_type for e in envelopes} | {
+        s.keyid for e in envelopes for s in e.signatures
+    }
+    if all(map(_PLAIN.fullmatch, strings)):
+        # Every string is printable ASCII without '"' or '\\' (base64, hex, the media type), which
+        # RFC 8785 and msgspec both write verbatim, and msgspec writes the members sorted and
+        # the bytes as standard base64: the bytes canonical_json would produce, at C speed.
+        return list(map(_ENVELOPE_ENCODER.encode, envelopes))
+    if len(envelopes) == 1:
+        return [canonical_json(envelopes[0].to_json())]
+    return list(map(_leaf_bytes, envelopes))  # one by one: most may still be plain
 
 
-def _b64_decode(text: str) -> tuple[bytes, str]:
-    """``base64.b64decode(text, validate=True)`` (the DSSE parser's decoder) and the standard
-    encoding of the result, which is ``text`` itself unless the bits after the last byte were
-    not zero (RFC 4648 §3.5): checked on the last character instead of re-encoding."""
-    data = binascii.a2b_base64(text, strict_mode=True)
-    if len(text) % 4 == 0 and (
-        not text.endswith("=")
-        or (text.endswith("==") and text[-3] in "AQgw")
-        or (not text.endswith("==") and text[-2] in "AEIMQUYcgkosw048")
-    ):
-        return data, text
-    return data, _b64(data)
+_ENVELOPE_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
-class _SignatureWire(msgspec.Struct, forbid_unknown_fields=True):
-    keyid: Annotated[str, msgspec.Meta(pattern=r"^[\x20\x21\x23-\x5b\x5d-\x7e]*\Z")]  # _PLAIN
-    sig: str
-
-
-class _EnvelopeWire(msgspec.Struct, forbid_unknown_fields=True):
-    """The usual shape of a record envelope, which msgspec checks in C: exactly these fields,
-    the record payload type, 1 to :data:`MAX_SIGNATURES` signatures with :data:`_PLAIN` key IDs."""
-
-    payload: str
-    payloadType: Literal["application/vnd.attest.record.v1+json"]
-    signatures: Annotated[
-        list[_SignatureWire], msgspec.Meta(min_length=1, max_length=MAX_SIGNATURES)
-    ]
-
-
-def _plain_envelope(obj: object) -> tuple[Envelope, bytes] | None:
-    """The envelope :meth:`Envelope.from_json` reads from ``obj`` and its log leaf, for the
-    usual shape only (:class:`_EnvelopeWire`); ``None`` for anything else, which then takes the
-    general path and its errors."""
-    try:
-        return _plain_from_wire(msgspec.convert(obj, _EnvelopeWire))
-    except msgspec.ValidationError:
-        return None
-
-
-def _plain_from_wire(wire: _EnvelopeWire) -> tuple[Envelope, bytes] | None:
-    """The envelope and log leaf of an envelope of the usual shape; ``None`` when its base64
-    is not valid (the general path then names the field)."""
-    try:
-        payload, text = _b64_decode(wire.payload)
-        sigs = [(s.keyid, *_b64_decode(s.sig)) for s in wire.signatures]
-    except (binascii.Error, ValueError):
-        return None
-    parts = ",".join(f'{{"keyid":"{keyid}","sig":"{sig_text}"}}' for keyid, _, sig_text in sigs)
-    leaf = f'{{"payload":"{text}","payloadType":"{RECORD_PAYLOAD_TYPE}","signatures":[{parts}]}}'
-    signatures = tuple(_frozen(EnvelopeSignature, keyid=keyid, sig=sig) for keyid, sig, _ in sigs)
-    envelope = _frozen(
-        Envelope, payload_type=RECORD_PAYLOAD_TYPE, payload=payload, signatures=signatures
+def _vouched(records: Iterable[Record]) -> bool:
+    """Whether every record passes :meth:`Record.from_json`'s checks (those its msgspec type
+    leaves: exact fields, and the JSON kind of each, were checked while decoding), tested
+    column by column over a whole log; ``False`` sends each record to those checks."""
+    records = list(records)
+    if not records:
+        return True
+    types, runs, seqs, prevs = (
+        list(map(operator.attrgetter(name), records)) for name in ("type", "run", "seq", "prev")
     )
-    return envelope, leaf.encode()
+    firsts = [seq == 0 for seq in seqs]
+    chained = [prev for prev in prevs if prev is not None]
+    if not (
+        set(types) <= BODY_FIELDS.keys()
+        and all(map(is_run_id, set(runs)))
+        and min(seqs) >= 0
+        and firsts == [prev is None for prev in prevs]
+        and all(map(_SHA256_NAME.fullmatch, chained))
+    ):
+        return False
+    bodies: dict[str, list[Mapping[str, Any]]] = {t: [] for t in set(types)}
+    for rtype, record in zip(types, records, strict=True):
+        bodies[rtype].append(record.body)
+    for rtype, group in bodies.items():
+        fields = BODY_FIELDS[rtype]
+        try:
+            columns = {f: list(map(operator.itemgetter(f), group)) for f in fields}
+        except KeyError:
+            return False
+        if any(not set(map(type, columns[f])) <= set(k) for f, k in fields.items()):
+            return False
+        if rtype == "train.steps":
+            steps = list(map(len, columns["loss"]))
+            if not (
+                min(steps) > 0
+                and max(steps) <= MAX_STEPS_PER_RECORD
+                and all(list(map(len, columns[f])) == steps for f in ("lr", "grad_norm", "batch"))
+                and min(columns["first_step"]) >= 0
+            ):
+                return False
+    return True
 
 
-def _frozen(cls: type[_T], **fields: Any) -> _T:
-    """An instance of the frozen dataclass ``cls`` holding ``fields`` (every field, already
-    checked, plus any cached value), made without the generated ``__init__``, whose
-    ``object.__setattr__`` per field costs more than the rest of a record's parse."""
-    obj = object.__new__(cls)
-    obj.__dict__.update(fields)
-    return obj
-
-
-@dataclass(frozen=True)
-class SignedRecord:
-    """A record with its DSSE envelope. Parsing checks form; :meth:`verify` checks the signature."""
+class SignedRecord(msgspec.Struct, frozen=True, dict=True):
+    """A record with its DSSE envelope. Parsing checks form; :meth:`verify` checks the signature.
+    (Its ``__dict__`` caches the log leaf.)"""
 
     record: Record
     envelope: Envelope
@@ -327,31 +312,49 @@ class SignedRecord:
 
     @classmethod
     def from_json(cls, obj: object, *, field: str = "record") -> SignedRecord:
-        fast = _plain_envelope(obj)
-        if fast is None:
-            return cls._parse(Envelope.from_json(obj, field=field), field=field, leaf=None)
-        return cls._parse(fast[0], field=field, leaf=fast[1])
+        return cls._parse(Envelope.from_json(obj, field=field), field=field, leaf=None)
 
     @classmethod
     def many_from_json(cls, items: Sequence[object], *, field: str) -> tuple[SignedRecord, ...]:
-        """``from_json`` of every item, ``field[i]`` naming item ``i`` in errors; the first bad
-        item raises. Made for a whole log (~10^5 records): msgspec checks every envelope's shape
-        in one call, :func:`~attest.canonical.loads_canonical_many` parses every payload in
-        another, and the objects are made without the dataclasses' per-field ``__setattr__``.
-        An item this path declines goes through :meth:`from_json`, so the answers are its own."""
-        try:
-            wires = msgspec.convert(items, list[_EnvelopeWire])
-        except msgspec.ValidationError:  # an unusual envelope somewhere: parse one by one
-            return tuple(cls.from_json(obj, field=f"{field}[{i}]") for i, obj in enumerate(items))
-        plain = list(map(_plain_from_wire, wires))
-        values = iter(loads_canonical_many([p[0].payload for p in plain if p is not None]))
-        out = []
-        for i, fast in enumerate(plain):
-            where = f"{field}[{i}]"
-            if fast is None:
-                out.append(cls.from_json(items[i], field=where))
-            else:  # what from_json does with this envelope, its payload already parsed
-                out.append(cls._parse(fast[0], field=where, leaf=fast[1], value=next(values)))
+        """:meth:`from_json` of every item, ``field[i]`` naming item ``i`` in errors."""
+        return tuple(cls.from_json(obj, field=f"{field}[{i}]") for i, obj in enumerate(items))
+
+    @classmethod
+    def many_from_envelopes(
+        cls, envelopes: Sequence[Envelope], *, field: str
+    ) -> tuple[SignedRecord, ...]:
+        """:meth:`from_envelope` of every envelope, ``field[i]`` naming item ``i`` in errors;
+        the first bad item raises.
+
+        Made for a whole log (~10^5 records): :func:`~attest.canonical.loads_canonical_many`
+        decodes every payload into a :class:`Record` in one msgspec call, :func:`_vouched` runs
+        :meth:`Record.from_json`'s checks column by column, and each leaf is one msgspec
+        encoding. A record this path cannot vouch for (and every record, when one of them fails
+        a check) goes through :meth:`_parse`, so the answers are :meth:`from_envelope`'s."""
+        plain = {e.payload_type for e in envelopes} | {
+            s.keyid for e in envelopes for s in e.signatures
+        }
+        if all(map(_PLAIN.fullmatch, plain)):  # the usual log: one media type, one or two key IDs
+            leaves = list(map(_ENVELOPE_ENCODER.encode, envelopes))
+        else:
+            leaves = list(map(_leaf_bytes, envelopes))
+        values = loads_canonical_many([e.payload for e in envelopes], into=Record)
+        fast = [
+            type(value) is Record
+            and envelope.payload_type == RECORD_PAYLOAD_TYPE
+            and len(leaf) <= MAX_LEAF_BYTES
+            for value, envelope, leaf in zip(values, envelopes, leaves, strict=True)
+        ]
+        if not _vouched(itertools.compress(values, fast)):
+            fast = [False] * len(fast)
+        out = list(map(cls, values, envelopes))
+        for i, (signed, envelope, leaf) in enumerate(zip(out, envelopes, leaves, strict=True)):
+            if fast[i]:
+                signed.record.__dict__["_canonical"] = envelope.payload
+                signed.__dict__["_leaf"] = leaf
+            else:
+                value = _MISSING if type(values[i]) is Record else values[i]
+                out[i] = cls._parse(envelope, field=f"{field}[{i}]", leaf=leaf, value=value)
         return tuple(out)
 
     @classmethod
@@ -403,7 +406,7 @@ class SignedRecord:
         else:  # the payload is the canonical encoding of obj, hence of the record
             record = Record.from_json(obj, field=field)
             record.__dict__["_canonical"] = envelope.payload
-        signed = _frozen(cls, record=record, envelope=envelope)
+        signed = cls(record, envelope)
         if leaf is not None:
             signed.__dict__["_leaf"] = leaf
         size = len(signed.leaf_data())

@@ -254,35 +254,44 @@ def test_fast_envelope_parsing_answers_as_the_reference(where: str, value: Any) 
 
 
 @st.composite
-def _log_items(draw: st.DrawFn) -> list[Any]:
+def _log_envelopes(draw: st.DrawFn) -> list[Envelope]:
     """A few record envelopes as a bundle holds them: mostly honest, some near misses."""
-    items = []
+    envelopes = []
     for _ in range(draw(st.integers(0, 5))):
         payload = draw(st.sampled_from(_encodings(draw(_record_json()))))
-        obj = _envelope_json(payload)
-        if draw(st.integers(0, 5)) == 0:  # an odd envelope: the one-by-one path
-            obj[draw(st.sampled_from(["payloadType", "extra"]))] = draw(_json)
-        items.append(obj)
-    return items
+        env = Envelope.sign(RECORD_PAYLOAD_TYPE, payload, _KEY)
+        odd = draw(st.sampled_from([None, None, None, "payloadType", "keyid", "extra-signature"]))
+        if odd == "payloadType":
+            env = msgspec.structs.replace(env, payload_type=draw(st.text(min_size=1, max_size=4)))
+        elif odd == "keyid":
+            sig = msgspec.structs.replace(env.signatures[0], keyid=draw(st.text(max_size=4)))
+            env = msgspec.structs.replace(env, signatures=(sig,))
+        elif odd == "extra-signature":
+            env = msgspec.structs.replace(env, signatures=env.signatures * 2)
+        envelopes.append(env)
+    return envelopes
+
+
+def _many_outcome(parse: Any, envelopes: list[Envelope]) -> Any:
+    try:
+        parsed = parse(envelopes, field="log")
+    except FormatError as exc:
+        return "error", (exc.message, exc.expected, exc.got)
+    return "ok", [(s.record, s.envelope, s.leaf_data(), s.record.digest) for s in parsed]
+
+
+def _each(envelopes: list[Envelope], *, field: str) -> list[SignedRecord]:
+    return [SignedRecord.from_envelope(e, field=f"{field}[{i}]") for i, e in enumerate(envelopes)]
 
 
 @settings(max_examples=300, deadline=None)
-@given(_log_items())
-def test_many_records_parse_as_each_one_alone(items: list[Any]) -> None:
-    """The batched parse of a log answers as from_json item by item: the records, or the
+@given(_log_envelopes())
+def test_many_records_parse_as_each_one_alone(envelopes: list[Envelope]) -> None:
+    """The batched parse of a log answers as from_envelope item by item: the records, or the
     first bad item's error under its own name."""
-
-    def each(objs: list[Any], *, field: str) -> Any:
-        return [SignedRecord.from_json(o, field=f"{field}[{i}]") for i, o in enumerate(objs)]
-
-    def outcome(parse: Any) -> Any:
-        try:
-            parsed = parse(items, field="log")
-        except FormatError as exc:
-            return "error", (exc.message, exc.expected, exc.got)
-        return "ok", [(s.record, s.envelope, s.leaf_data(), s.record.digest) for s in parsed]
-
-    assert outcome(SignedRecord.many_from_json) == outcome(each)
+    want = _many_outcome(_each, envelopes)
+    assert _many_outcome(SignedRecord.many_from_envelopes, envelopes) == want
+    assert _many_outcome(SignedRecord.many_from_json, [e.to_json() for e in envelopes]) == want
 
 
 def test_payloads_that_only_parse_together_are_refused_one_by_one() -> None:
@@ -294,8 +303,9 @@ def test_payloads_that_only_parse_together_are_refused_one_by_one() -> None:
     split = [c0 + b"," + c1, c2[:cut], c2[cut + 1 :]]
     joined = msgspec.json.decode(b"[" + b",".join(split) + b"]")
     assert [Record.from_json(v).canonical() for v in joined] == [c0, c1, c2]
+    envelopes = [Envelope.sign(RECORD_PAYLOAD_TYPE, p, _KEY) for p in split]
     with pytest.raises(FormatError, match=r"log\[0\] payload"):
-        SignedRecord.many_from_json([_envelope_json(p) for p in split], field="log")
+        SignedRecord.many_from_envelopes(envelopes, field="log")
 
 
 def test_non_canonical_base64_padding_keeps_the_canonical_leaf() -> None:
@@ -336,10 +346,29 @@ def test_run_ids_in_the_pattern_are_accepted(run: str) -> None:
     assert is_run_id(run)
 
 
-def test_usual_envelopes_take_the_fast_path() -> None:
-    """Speed, not answers (the tests above compare those): a writer's envelope must fit the
-    shape msgspec checks, or every record of a large log would take the general path."""
-    from attest.records import _plain_envelope
+def test_a_writers_log_takes_the_batched_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speed, not answers (the tests above compare those): every record a writer makes, with
+    the numbers a real log holds (learning rates down to 1e-7 included), must be vouched for
+    by the batched parse, or every record of a large log would be parsed one by one."""
+    writer = RecordWriter("run-1", _KEY)
+    start = {
+        "config": {"lr": 3e-4, "betas": [0.9, 0.95]},
+        "code": {},
+        "environment": {"torch": "2.13.0"},
+        "model": {"import_path": "m:M", "init_args": {"width": 64}},
+        "init": {"seed": 7},
+        "components": [],
+        "parent": None,
+        "digest_algorithm": "attest-tensors-v1/sha256/chunk=16777216",
+    }
+    envelopes = [writer.write("run.start", start).envelope]
+    for i, lr in enumerate([3e-4, 1.5e-6, 2e-5, 1e-7, 0.0, 1e-6]):
+        body = {**STEPS, "first_step": i, "lr": [lr], "loss": [2.5 - i / 10], "grad_norm": [None]}
+        envelopes.append(writer.write("train.steps", body).envelope)
 
-    envelope = RecordWriter("run-1", _KEY).write("train.steps", STEPS).to_json()
-    assert _plain_envelope(envelope) is not None
+    def one_by_one(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a writer's record took the one-by-one path")
+
+    monkeypatch.setattr(SignedRecord, "_parse", one_by_one)
+    parsed = SignedRecord.many_from_envelopes(envelopes, field="log")
+    assert [s.envelope for s in parsed] == envelopes
