@@ -272,30 +272,50 @@ def _indices(flags: Iterable[bool]) -> list[int]:
 
 @functools.cache
 def _array_decoder(element: Any) -> msgspec.json.Decoder[list[Any]]:
-    return msgspec.json.Decoder(list[element], float_hook=_token_float)
+    """A reader of ``[element, ...]`` without :func:`_token_float` (a Python call per float):
+    :func:`_doubtful_texts` finds the floats that hook would refuse."""
+    return msgspec.json.Decoder(list[element])
 
 
-# Byte classes for finding _LONG_INTEGER in a large text with bytes.find: a digit becomes "0",
-# a character that may precede an integer token becomes "p", anything else "x".
+# Byte classes for finding marks in a large text with bytes.find: a digit becomes "0", a
+# character that may precede a number token "p", one that may end it "d", "e" stays, anything
+# else becomes "x".
 _TOKEN_CLASSES = bytes(
-    ord("0") if b in b"0123456789" else ord("p") if b in b"-:,[" else ord("x") for b in range(256)
+    ord("0")
+    if b in b"0123456789"
+    else ord("p")
+    if b in b"-:,["
+    else ord("d")
+    if b in b"]}"
+    else b
+    if b == ord("e")
+    else ord("x")
+    for b in range(256)
 )
 _LONG_INTEGER_MARKS = b"p" + b"0" * 16
+# msgspec's spelling of an integral float (which RFC 8785 writes as an integer): "<digits>.0",
+# found in the text itself, or a positive exponent without a sign ("1e16", "1.5e300", at and
+# above 1e16), found among the classes. Each pattern opens with a literal, which re scans for
+# at bytes.find's speed; both scans cost less than a Python hook per float.
+_INTEGRAL_FLOAT_TEXT = re.compile(rb"\.0[,\]}]")
+_INTEGRAL_FLOAT_MARKS = re.compile(rb"e000?[pd]")
 
 
 def _doubtful_texts(joined: bytes, texts: Sequence[bytes]) -> set[int]:
     """The indices of the texts in ``joined`` (``[t0,t1,...]``) where :func:`_needs_reference`
-    may hold, found by scanning ``joined`` once. A text's first token follows ``[`` or ``,``, so
-    the :data:`_LONG_INTEGER` scan sees it; a match is charged to the texts at both its ends."""
-    spans = [
-        (at, at + len(_LONG_INTEGER_MARKS))
-        for at in _find_all(joined.translate(_TOKEN_CLASSES), _LONG_INTEGER_MARKS)
-    ]
+    may hold or msgspec's spelling of an integral float stands, found by scanning
+    ``joined``. A text's first token follows ``[`` or ``,``, so the scans of the classified
+    text see it; a match is charged to the texts at both its ends."""
+    classes = joined.translate(_TOKEN_CLASSES)
+    spans = [(at, at + len(_LONG_INTEGER_MARKS)) for at in _find_all(classes, _LONG_INTEGER_MARKS)]
     spans += [(at, at + 3) for at in _find_all(joined, b"e-6")]
+    spans += [m.span() for m in _INTEGRAL_FLOAT_MARKS.finditer(classes)]
+    spans += [m.span() for m in _INTEGRAL_FLOAT_TEXT.finditer(joined)]
     if not joined.isascii():
         spans += [m.span() for m in _ASTRAL.finditer(joined)]
     ends = list(itertools.accumulate(len(t) + 1 for t in texts))  # the comma after text i
-    return {bisect.bisect_right(ends, at) for start, end in spans for at in (start, end - 1)}
+    found = {bisect.bisect_right(ends, at) for start, end in spans for at in (start, end - 1)}
+    return found - {len(texts)}  # a mark ending on the closing "]" is charged to its start
 
 
 def _find_all(text: bytes, sub: bytes) -> list[int]:

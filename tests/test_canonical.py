@@ -144,6 +144,7 @@ _texts = st.one_of(
 @example([b"1,2", b"[3", b"4]"])  # three values when joined, none of them any text's own
 @example([b'{"a":[1', b"2]}"])
 @example([b"[0.0000015]", b'[":1.5e-6,"]', b'{"k":12345678901234567}'])
+@example([b"[2.0]", b'{"a":1.5e300}', b"-0.0", b"1e16", b'{"a":[1.0]}'])  # integral floats
 def test_loads_canonical_many_answers_as_loads_canonical(texts: list[bytes]) -> None:
     got = loads_canonical_many(texts)
     want = [loads_canonical(t) for t in texts]
