@@ -225,8 +225,13 @@ def paused_gc() -> Iterator[None]:
     """Suspend the cyclic garbage collector for the block (re-enabled after it if it was on).
 
     Parsing a large bundle creates millions of acyclic objects (records, envelopes, bodies);
-    each gen-2 collection would walk them all again, which costs more than the parse itself.
-    Reference counting still frees everything as usual; only cycle detection waits.
+    each collection would walk them all again, which costs more than the parse itself.
+    Reference counting still frees everything as usual; only cycle detection waits. On the way
+    out, what the block made is moved straight to the oldest generation (``gc.freeze`` then
+    ``gc.unfreeze``), so the first allocation after it does not start a young collection that
+    walks them all once more (0.13 s for 10^5 records); a full collection still visits them as
+    it visits every long-lived object. Skipped when the process keeps frozen objects of its own,
+    which ``gc.unfreeze`` would release.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -234,6 +239,9 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

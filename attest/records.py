@@ -348,13 +348,11 @@ class SignedRecord(msgspec.Struct, frozen=True, dict=True):
         if not _vouched(itertools.compress(values, fast)):
             fast = [False] * len(fast)
         out = list(map(cls, values, envelopes))
-        for i, (signed, envelope, leaf) in enumerate(zip(out, envelopes, leaves, strict=True)):
-            if fast[i]:
-                signed.record.__dict__["_canonical"] = envelope.payload
-                signed.__dict__["_leaf"] = leaf
-            else:
-                value = _MISSING if type(values[i]) is Record else values[i]
-                out[i] = cls._parse(envelope, field=f"{field}[{i}]", leaf=leaf, value=value)
+        for signed, leaf in zip(out, leaves, strict=True):
+            signed.__dict__["_leaf"] = leaf
+        for i in itertools.compress(itertools.count(), map(operator.not_, fast)):  # in log order
+            value = _MISSING if type(values[i]) is Record else values[i]
+            out[i] = cls._parse(envelopes[i], field=f"{field}[{i}]", leaf=leaves[i], value=value)
         return tuple(out)
 
     @classmethod

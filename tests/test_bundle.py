@@ -125,6 +125,24 @@ def test_parsing_pauses_the_collector_and_restores_it(bundle_json: dict[str, Any
         (gc.enable if was else gc.disable)()
 
 
+def test_leaving_paused_gc_moves_what_it_made_to_the_oldest_generation() -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with paused_gc():
+            made = [[i] for i in range(2000)]
+        assert any(o is made for o in gc.get_objects(generation=2))
+        assert gc.get_freeze_count() == 0
+        gc.freeze()  # a process that keeps frozen objects of its own (a pre-fork server)
+        frozen = gc.get_freeze_count()
+        with paused_gc():
+            [[i] for i in range(2000)]
+        assert gc.get_freeze_count() == frozen  # not released
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
+
+
 def test_a_written_bundle_reads_back_as_the_same_bundle(
     bundle_json: dict[str, Any], tmp_path: Path
 ) -> None:
