@@ -84,15 +84,20 @@ def _es_float(value: float) -> bool:
     return math.isfinite(value) and not value.is_integer() and not 1e-6 <= abs(value) < 1e-5
 
 
-def _es_floats(values: Sequence[float]) -> bool:
-    """``all(map(_es_float, values))`` in C-level passes (a loss curve holds 10^5 floats): all
-    finite, none integral, and as many magnitudes at or above 1e-6 as at or above 1e-5."""
+def _odd_floats(values: Sequence[float]) -> list[int]:
+    """The positions of the floats :func:`_es_float` declines, found in C-level passes (a loss
+    curve holds 10^5 floats): not finite, integral, or of magnitude in ``[1e-6, 1e-5)``."""
     magnitudes = list(map(abs, values))
-    return (
-        all(map(math.isfinite, values))
-        and not any(map(float.is_integer, values))
-        and sum(map((1e-6).__le__, magnitudes)) == sum(map((1e-5).__le__, magnitudes))
+    odd = map(
+        operator.or_,
+        map(
+            operator.or_,
+            map(operator.not_, map(math.isfinite, values)),
+            map(float.is_integer, values),
+        ),
+        map(operator.and_, map((1e-6).__le__, magnitudes), map((1e-5).__gt__, magnitudes)),
     )
+    return list(itertools.compress(itertools.count(), odd))
 
 
 def _respelled(value: float) -> Any:
@@ -172,12 +177,17 @@ def _prepare_items(items: Any) -> Any:
         if min(ints) < -_SAFE_INT or max(ints) > _SAFE_INT:
             return UNSURE
     out = items
-    if float in kinds and not _es_floats(
-        items if len(kinds) == 1 else [v for v in items if type(v) is float]
-    ):
-        out = [_respelled(v) if type(v) is float and not _es_float(v) else v for v in items]
-        if any(v is UNSURE for v in out):
-            return UNSURE
+    if float in kinds:
+        if len(kinds) == 1:
+            odd = _odd_floats(items)
+        else:
+            odd = [i for i, v in enumerate(items) if type(v) is float and not _es_float(v)]
+        if odd:
+            out = list(items)
+            for i in odd:
+                out[i] = _respelled(items[i])
+                if out[i] is UNSURE:
+                    return UNSURE
     if kinds <= _SCALARS:
         return out
     for i, v in enumerate(out):
