@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
+
 from attest.canonical import canonical_json, sha256_digest
 from attest.errors import FormatError
 from attest.records import Record
@@ -101,8 +103,10 @@ class Segment:
         cache = self.__dict__
         texts: tuple[bytes, ...] | None = cache.get("_texts")
         if texts is None:
-            safe = not self.ids or (min(self.ids) >= -_SAFE_INT and max(self.ids) <= _SAFE_INT)
-            texts = cache["_texts"] = tuple(map(b"%d".__mod__, self.ids)) if safe else ()
+            safe = self.ids and min(self.ids) >= -_SAFE_INT and max(self.ids) <= _SAFE_INT
+            # msgspec writes the list as RFC 8785 does, "[1,2,...]", in one C call
+            texts = tuple(msgspec.json.encode(self.ids)[1:-1].split(b",")) if safe else ()
+            cache["_texts"] = texts
         return texts
 
 
