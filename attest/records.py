@@ -18,13 +18,15 @@ a record body by ``sha256:<hex>`` of their canonical bytes and shipped beside th
 Body fields per type are documented in ``docs/formats.md``; this module checks that the fields
 each type requires are present with the right JSON kinds, and nothing about their meaning.
 
-Parsing speed (a bundle holds up to ~10^5 records). :meth:`SignedRecord.from_json` reads the
-usual envelope shape directly and checks the payload with
-:func:`attest.canonical.loads_canonical` (one C parse and one C re-encoding compared with the
-payload), keeping the payload as the record's canonical bytes and the leaf it built from the
-envelope's own base64 text. Whatever that path cannot vouch for goes through the general parsers,
-so the answers — records, leaves, digests and error messages — are those of
-:meth:`SignedRecord.from_json_reference`, which the tests compare it with.
+Parsing speed (a bundle holds up to ~10^5 records). :class:`Record`, :class:`SignedRecord` and
+the DSSE classes are msgspec Structs, so a whole log is read with a handful of C calls:
+:meth:`SignedRecord.many_from_envelopes` decodes every payload into a :class:`Record` at once
+(:func:`attest.canonical.loads_canonical_many`, which keeps a value only when re-encoding it
+gives back its payload), checks the fields column by column and encodes each leaf with msgspec.
+One record at a time, :meth:`SignedRecord.from_json` checks the payload with
+:func:`attest.canonical.loads_canonical`. Whatever these paths cannot vouch for goes through the
+general parsers, so the answers — records, leaves, digests and error messages — are those of
+:meth:`SignedRecord.from_json_reference`, which the tests compare them with.
 """
 
 from __future__ import annotations
