@@ -336,7 +336,7 @@ def _doubtful_texts(joined: bytes, texts: Sequence[bytes]) -> set[int]:
     spans += [m.span() for m in _INTEGRAL_FLOAT_TEXT.finditer(joined)]
     if not joined.isascii():
         spans += [m.span() for m in _ASTRAL.finditer(joined)]
-    ends = list(itertools.accumulate(len(t) + 1 for t in texts))  # the comma after text i
+    ends = list(itertools.accumulate(map((1).__add__, map(len, texts))))  # each text's comma
     found = {bisect.bisect_right(ends, at) for start, end in spans for at in (start, end - 1)}
     return found - {len(texts)}  # a mark ending on the closing "]" is charged to its start
 
