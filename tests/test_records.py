@@ -206,7 +206,7 @@ def _record_json(draw: st.DrawFn) -> dict[str, Any]:
         "run": draw(st.sampled_from(["run-1", "r é", "x" * 129])),
         "seq": seq,
         "prev": None if seq == 0 else draw(st.sampled_from(["sha256:" + "cd" * 32, "sha256:x"])),
-        "time": draw(st.sampled_from(["2026-01-01T00:00:00Z", "t\u2028\x00"])),
+        "time": draw(st.sampled_from(["2026-01-01T00:00:00Z", "t\u2028\x00", "[1.5e-6]"])),
         "body": body,
     }
 
