@@ -336,13 +336,7 @@ class SignedRecord(msgspec.Struct, frozen=True, dict=True):
         :meth:`Record.from_json`'s checks column by column, and each leaf is one msgspec
         encoding. A record this path cannot vouch for (and every record, when one of them fails
         a check) goes through :meth:`_parse`, so the answers are :meth:`from_envelope`'s."""
-        plain = {e.payload_type for e in envelopes} | {
-            s.keyid for e in envelopes for s in e.signatures
-        }
-        if all(map(_PLAIN.fullmatch, plain)):  # the usual log: one media type, one or two key IDs
-            leaves = list(map(_ENVELOPE_ENCODER.encode, envelopes))
-        else:
-            leaves = list(map(_leaf_bytes, envelopes))
+        leaves = _leaves(envelopes)
         values = loads_canonical_many(list(map(_PAYLOAD, envelopes)), into=Record)
         fast = list(map(operator.is_, map(type, values), itertools.repeat(Record)))
         if envelopes and (

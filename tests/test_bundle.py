@@ -173,8 +173,18 @@ def _written_variants(text: str) -> list[str]:
         i for i in range(payload_at, len(text)) if text.startswith('=",', i)
     )  # a base64 text that pads: its last character has unused low bits
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+    def with_first_envelope(**fields: Any) -> str:  # written as Bundle.write writes
+        doc = json.loads(text)
+        doc["records"][0].update(fields)
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+    signatures = json.loads(text)["records"][0]["signatures"]
     return [
         text,
+        with_first_envelope(signatures=[]),  # the envelope rules msgspec must apply as well
+        with_first_envelope(signatures=signatures * 17),
+        with_first_envelope(payloadType=""),
         json.dumps(json.loads(text)),  # other whitespace
         json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")),
         json.dumps(dict(reversed(json.loads(text).items()))),  # another key order
